@@ -1,0 +1,68 @@
+"""Settings for every mmsearch entry point, read from the environment (`MMSEARCH_*`) and overridable in code.
+
+Entry point: `Settings()`; e.g. `MMSEARCH_MILVUS_URI=http://milvus:19530 mmsearch serve`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Official Visualized BGE releases: weights file inside the hub repo `BAAI/bge-visualized`, text model repo, dim.
+ENCODER_VARIANTS: dict[str, dict[str, object]] = {
+    "base": {"weights_file": "Visualized_base_en_v1.5.pth", "text_model": "BAAI/bge-base-en-v1.5", "dim": 768},
+    "m3": {"weights_file": "Visualized_m3.pth", "text_model": "BAAI/bge-m3", "dim": 1024},
+}
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "mmsearch"
+
+
+class Settings(BaseSettings):
+    """All knobs, with production defaults. Env vars are the field names upper-cased with the `MMSEARCH_` prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="MMSEARCH_", extra="ignore")
+
+    # Milvus: a file path means embedded Milvus Lite; http(s)://host:19530 means a server.
+    milvus_uri: str = "./mmsearch.db"
+    milvus_token: str | None = None
+    collection: str = "amazon_products"
+
+    # Visualized BGE. `encoder_weights` is a hub repo id (file picked by variant), a local .pth, or a local dir.
+    encoder_variant: Literal["base", "m3"] = "base"
+    encoder_weights: str = "BAAI/bge-visualized"
+    encoder_text_model: str | None = None  # None: the variant's official BGE repo
+    encode_batch_size: int = Field(default=32, ge=1, le=1024)
+
+    # Phi-3 Vision reranker: hub id or local dir with config.json + model*.safetensors + tokenizer.
+    reranker_model: str = "microsoft/Phi-3-vision-128k-instruct"
+    reranker_num_crops: int = Field(default=4, ge=1, le=16)
+    reranker_max_new_tokens: int = Field(default=160, ge=16, le=1024)
+
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+
+    # Input bounds shared by the indexer, the CLI and the API.
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(default=40_000_000, ge=64)
+    max_k: int = Field(default=50, ge=1, le=1000)
+
+    # Tiny random-weight models and generated data (tests, CI, notebook smoke runs). Never search quality.
+    smoke: bool = False
+
+    @property
+    def text_model_id(self) -> str:
+        return self.encoder_text_model or str(ENCODER_VARIANTS[self.encoder_variant]["text_model"])
+
+    @property
+    def is_server_uri(self) -> bool:
+        return self.milvus_uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+
+
+__all__ = ["ENCODER_VARIANTS", "Settings", "default_cache_dir"]

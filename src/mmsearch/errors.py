@@ -1,0 +1,138 @@
+"""One exception family for mmsearch: every error a user can cause or meet derives from `MMSearchError`.
+
+The CLI prints `str(error)` as one line and exits non-zero; the HTTP API maps each class to a status code
+(see `mmsearch.api.errors`). Messages name the bad value and what was expected.
+"""
+
+from __future__ import annotations
+
+
+class MMSearchError(Exception):
+    """Root of mmsearch's errors. `code` is a short stable string usable by scripts and the API."""
+
+    code = "mmsearch_error"
+    http_status = 500
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(MMSearchError):
+    """A setting or command-line option is invalid."""
+
+    code = "config_error"
+    http_status = 422
+
+
+class InvalidQueryError(MMSearchError):
+    """A search request is malformed (no image and no text, k out of range, unknown mode...)."""
+
+    code = "invalid_query"
+    http_status = 422
+
+
+class InvalidImageError(MMSearchError):
+    """An image could not be read, decoded or validated (corrupt, not an image, too many pixels, too big)."""
+
+    code = "invalid_image"
+    http_status = 422
+
+
+class ImageTooLargeError(InvalidImageError):
+    """The encoded image is larger than the byte limit."""
+
+    code = "image_too_large"
+    http_status = 413
+
+
+class InvalidTextError(MMSearchError):
+    """A text input is empty or otherwise unusable."""
+
+    code = "invalid_text"
+    http_status = 422
+
+
+class ModelLoadError(MMSearchError):
+    """A model checkpoint, config or tokenizer could not be found or does not match the architecture."""
+
+    code = "model_load_error"
+    http_status = 503
+
+
+class DataSourceError(MMSearchError):
+    """A data source (tarball, jsonl, folder, hub file) is missing or malformed; the message says where."""
+
+    code = "data_source_error"
+    http_status = 422
+
+
+class StoreError(MMSearchError):
+    """Any failure talking to Milvus."""
+
+    code = "store_error"
+    http_status = 503
+
+
+class StoreUnavailableError(StoreError):
+    """The Milvus server cannot be reached at the configured URI."""
+
+    code = "store_unavailable"
+    http_status = 503
+
+
+class StoreLockedError(StoreError):
+    """The Milvus Lite data file is held by another process."""
+
+    code = "store_locked"
+    http_status = 503
+
+
+class CollectionNotFoundError(StoreError):
+    """The collection does not exist yet (nothing indexed)."""
+
+    code = "collection_not_found"
+    http_status = 404
+
+
+class EncoderMismatchError(StoreError):
+    """The collection was built with another encoder (id or dimension) than the one in use."""
+
+    code = "encoder_mismatch"
+    http_status = 409
+
+
+class InvalidFilterError(StoreError):
+    """A search filter names an unknown field, has a wrongly typed value or an impossible range."""
+
+    code = "invalid_filter"
+    http_status = 422
+
+
+class RerankError(MMSearchError):
+    """The reranker could not run at all (as opposed to producing invalid output, which falls back)."""
+
+    code = "rerank_error"
+    http_status = 500
+
+
+__all__ = [
+    "CollectionNotFoundError",
+    "ConfigError",
+    "DataSourceError",
+    "EncoderMismatchError",
+    "ImageTooLargeError",
+    "InvalidFilterError",
+    "InvalidImageError",
+    "InvalidQueryError",
+    "InvalidTextError",
+    "MMSearchError",
+    "ModelLoadError",
+    "RerankError",
+    "StoreError",
+    "StoreLockedError",
+    "StoreUnavailableError",
+]
