@@ -13,7 +13,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Official Visualized BGE releases: weights file inside the hub repo `BAAI/bge-visualized`, text model repo, dim.
 ENCODER_VARIANTS: dict[str, dict[str, object]] = {
-    "base": {"weights_file": "Visualized_base_en_v1.5.pth", "text_model": "BAAI/bge-base-en-v1.5", "dim": 768},
+    "base": {
+        "weights_file": "Visualized_base_en_v1.5.pth",
+        "text_model": "BAAI/bge-base-en-v1.5",
+        "dim": 768,
+    },
     "m3": {"weights_file": "Visualized_m3.pth", "text_model": "BAAI/bge-m3", "dim": 1024},
 }
 

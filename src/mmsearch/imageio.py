@@ -89,9 +89,7 @@ def open_image(
             if w < 1 or h < 1:
                 raise InvalidImageError(f"{what}: empty image ({w}x{h})")
             if w * h > max_pixels:
-                raise InvalidImageError(
-                    f"{what}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}"
-                )
+                raise InvalidImageError(f"{what}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
             img.load()
     except InvalidImageError:
         raise
@@ -104,4 +102,11 @@ def open_image(
     return img
 
 
-__all__ = ["ALLOWED_FORMATS", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "ImageSource", "open_image", "read_bounded"]
+__all__ = [
+    "ALLOWED_FORMATS",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_PIXELS",
+    "ImageSource",
+    "open_image",
+    "read_bounded",
+]

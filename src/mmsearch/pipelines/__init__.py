@@ -1,1 +1,5 @@
-"""mmsearch.pipelines."""
+"""Stage assembly: the search pipeline (retrieve → rerank) and the index pipeline."""
+
+from mmsearch.pipelines.search import SearchPipeline, SearchRequest, SearchResult
+
+__all__ = ["SearchPipeline", "SearchRequest", "SearchResult"]

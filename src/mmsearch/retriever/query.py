@@ -1,0 +1,85 @@
+"""Query-side encoding: one unit-norm vector for (image, instruction), separate from the indexer's batch path.
+
+Entry point: `QueryEncoder(encoder).encode(image=..., instruction=...)`. Image + instruction are embedded jointly
+(Visualized BGE's multimodal input); either one alone is allowed, neither is an `InvalidQueryError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from mmsearch.errors import InvalidQueryError
+from mmsearch.imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageSource, open_image
+
+MAX_INSTRUCTION_CHARS = 2000
+
+
+class Encoder(Protocol):
+    """What retrieval needs from an encoder (implemented by `mmsearch.models.encoder.VisualizedBGEEncoder`)."""
+
+    model_id: str
+    dim: int
+
+    def encode_images(self, images): ...
+    def encode_texts(self, texts): ...
+    def encode_multimodal(self, images, texts): ...
+
+
+@dataclass(frozen=True)
+class Query:
+    """A shopper's query: a photo, an instruction, or both."""
+
+    image: ImageSource | None = None
+    instruction: str = ""
+
+    def __post_init__(self):
+        instruction = (self.instruction or "").strip()
+        if len(instruction) > MAX_INSTRUCTION_CHARS:
+            raise InvalidQueryError(
+                f"instruction has {len(instruction)} characters; the limit is {MAX_INSTRUCTION_CHARS}"
+            )
+        object.__setattr__(self, "instruction", instruction)
+        if self.image is None and not instruction:
+            raise InvalidQueryError("a query needs an image, an instruction, or both; got neither")
+
+
+class QueryEncoder:
+    """Turns a `Query` into unit-norm float32 vectors of the encoder's dimension."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        *,
+        max_image_bytes: int = DEFAULT_MAX_BYTES,
+        max_image_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
+        self.encoder = encoder
+        self.max_image_bytes = max_image_bytes
+        self.max_image_pixels = max_image_pixels
+
+    def load_image(self, image: ImageSource):
+        return open_image(image, max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
+
+    def encode(self, query: Query) -> np.ndarray:
+        """Joint embedding of the query, shape (dim,)."""
+        if query.image is not None:
+            img = self.load_image(query.image)
+            if query.instruction:
+                vec = self.encoder.encode_multimodal([img], [query.instruction])
+            else:
+                vec = self.encoder.encode_images([img])
+        else:
+            vec = self.encoder.encode_texts([query.instruction])
+        return np.asarray(vec, dtype=np.float32)[0]
+
+    def encode_instruction(self, query: Query) -> np.ndarray | None:
+        """Text-only embedding of the instruction (matched against product titles), or None without one."""
+        if not query.instruction:
+            return None
+        return np.asarray(self.encoder.encode_texts([query.instruction]), dtype=np.float32)[0]
+
+
+__all__ = ["MAX_INSTRUCTION_CHARS", "Encoder", "Query", "QueryEncoder"]
