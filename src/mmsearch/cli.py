@@ -1,0 +1,298 @@
+"""The `mmsearch` command: a thin table of subcommands, each calling one entry function of a stage module.
+
+    mmsearch index  --source bootcamp|hub:<Category>|PATH [--limit N]
+    mmsearch search --image PATH_OR_URL --text "..." [-k 9] [--rerank] [--json]
+    mmsearch serve  [--host 127.0.0.1 --port 8000]
+    mmsearch eval   --queries FILE.jsonl
+    mmsearch bench  encode|rerank|store|index
+
+A user mistake prints one line on stderr and exits 2; nothing else prints a traceback either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from pydantic import ValidationError
+
+from mmsearch.config import Settings
+from mmsearch.errors import MMSearchError
+from mmsearch.retriever.retriever import SEARCH_MODES
+
+EXIT_USAGE = 2
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    for name in (
+        "milvus_uri",
+        "collection",
+        "device",
+        "dtype",
+        "encoder_weights",
+        "encoder_text_model",
+        "reranker_model",
+    ):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    if getattr(args, "encoder_variant", None):
+        overrides["encoder_variant"] = args.encoder_variant
+    if getattr(args, "smoke", False):
+        overrides["smoke"] = True
+    return Settings(**overrides)
+
+
+def _weights(text: str) -> tuple[float, float]:
+    try:
+        a, b = (float(x) for x in text.split(","))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f"expected two numbers 'IMAGE,TEXT' like 0.7,0.3; got {text!r}"
+        ) from e
+    return a, b
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from e
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("deployment (defaults from MMSEARCH_* env vars)")
+    g.add_argument("--milvus-uri", help="Milvus Lite file (default ./mmsearch.db) or http://host:19530")
+    g.add_argument("--collection", help="collection name (default amazon_products)")
+    g.add_argument("--encoder-variant", choices=["base", "m3"], help="Visualized BGE variant")
+    g.add_argument("--encoder-weights", help="hub repo id, local .pth, or dir holding it")
+    g.add_argument(
+        "--encoder-text-model", help="hub id or local dir of the BGE text model (config + tokenizer)"
+    )
+    g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    g.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"])
+    g.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny random-weight models (plumbing checks only, NOT search quality)",
+    )
+
+
+# ---------------------------------------------------------------- index
+
+
+def _add_index(sub) -> None:
+    p = sub.add_parser("index", help="index product images into Milvus")
+    _common(p)
+    p.add_argument(
+        "--source",
+        default="bootcamp",
+        help="bootcamp (the ~900-image subset), hub:<Category> (Amazon Reviews 2023 raw metadata), "
+        "or a local .jsonl/.parquet/.tar.gz/folder",
+    )
+    p.add_argument("--limit", type=_positive_int, help="index at most N images")
+    p.add_argument("--batch-size", type=_positive_int, help="encoder batch size")
+    p.add_argument("--failure-log", help="jsonl file for images that could not be indexed")
+    p.set_defaults(func=_run_index)
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    from mmsearch.pipelines.index import run_index
+
+    settings = _settings(args)
+    if args.batch_size:
+        settings = settings.model_copy(update={"encode_batch_size": args.batch_size})
+    report = run_index(settings, source=args.source, limit=args.limit, failure_log=args.failure_log)
+    print(report.summary())
+    return 0
+
+
+# ---------------------------------------------------------------- search
+
+
+def _add_search(sub) -> None:
+    p = sub.add_parser("search", help="search by image and/or instruction")
+    _common(p)
+    p.add_argument("--image", help="query image: local path or http(s) URL")
+    p.add_argument("--text", default="", help='instruction, e.g. "phone case with this image theme"')
+    p.add_argument("-k", type=_positive_int, default=9, help="number of results (default 9)")
+    p.add_argument("--category", help="only this main_category (exact match)")
+    p.add_argument("--min-price", type=float)
+    p.add_argument("--max-price", type=float)
+    p.add_argument("--min-rating", type=float)
+    p.add_argument("--mode", choices=SEARCH_MODES, default="joint", help="retrieval mode (default joint)")
+    p.add_argument(
+        "--weights", type=_weights, default=(0.7, 0.3), help="IMAGE,TEXT weights for weighted/fused"
+    )
+    p.add_argument(
+        "--ranker", choices=["weighted", "rrf"], default="weighted", help="hybrid fusion for --mode weighted"
+    )
+    p.add_argument("--rerank", action="store_true", help="rerank the top-k with Phi-3 Vision")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_run_search)
+
+
+def _fetch_query_image(ref: str, settings: Settings) -> bytes | str:
+    if ref.startswith(("http://", "https://")):
+        from mmsearch.indexer.images import ImageFetcher
+
+        with ImageFetcher(
+            cache_dir=settings.cache_dir / "images", max_bytes=settings.max_image_bytes
+        ) as fetcher:
+            return fetcher.fetch_bytes(ref)
+    return ref
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    from mmsearch.pipelines import SearchPipeline, SearchRequest
+    from mmsearch.pipelines.render import format_result_table
+    from mmsearch.store import ProductFilter
+
+    settings = _settings(args)
+    filters = ProductFilter(
+        category=args.category, min_price=args.min_price, max_price=args.max_price, min_rating=args.min_rating
+    )
+    image = _fetch_query_image(args.image, settings) if args.image else None
+    pipeline = SearchPipeline.from_settings(settings, with_reranker=args.rerank)
+    result = pipeline.run(
+        SearchRequest(
+            image=image,
+            instruction=args.text,
+            k=args.k,
+            filters=filters,
+            mode=args.mode,
+            weights=args.weights,
+            ranker=args.ranker,
+            rerank=args.rerank,
+        )
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        print(format_result_table(result))
+    return 0
+
+
+# ---------------------------------------------------------------- serve
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="run the HTTP API and web page")
+    _common(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=_positive_int, default=8000)
+    p.add_argument("--no-rerank", action="store_true", help="do not load the reranker")
+    p.set_defaults(func=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from mmsearch.api.app import create_app
+
+    settings = _settings(args)
+    app = create_app(settings, with_reranker=not args.no_rerank)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+# ---------------------------------------------------------------- eval / bench
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="measure retrieval and rerank quality on a labelled query set")
+    _common(p)
+    p.add_argument("--queries", help="labelled queries (jsonl), or 'synthetic' for the generated offline set")
+    p.add_argument("--format", choices=["mmsearch", "cirr", "fashioniq"], default="mmsearch")
+    p.add_argument("--modes", default="joint,weighted,fused", help="comma-separated retrieval modes")
+    p.add_argument("--rerank", action="store_true", help="also evaluate with reranking")
+    p.add_argument("-k", type=_positive_int, default=10)
+    p.add_argument("--out", help="write the JSON report here")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from mmsearch.evaluation.cli import run_eval_command
+
+    return run_eval_command(args, _settings(args))
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="run a benchmark script (JSON output)")
+    p.add_argument("name", choices=["encode", "rerank", "store", "index", "query"])
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    import runpy
+    from pathlib import Path
+
+    scripts = {
+        "encode": "encode_throughput.py",
+        "rerank": "rerank_latency.py",
+        "store": "milvus_store.py",
+        "index": "index_throughput.py",
+        "query": "query_latency.py",
+    }
+    path = Path.cwd() / "benchmarks" / scripts[args.name]
+    if not path.exists():
+        raise MMSearchError(f"{path} not found: run `mmsearch bench` from the repository root")
+    sys.argv = [str(path), *args.rest]
+    runpy.run_path(str(path), run_name="__main__")
+    return 0
+
+
+COMMANDS: dict[str, Callable] = {
+    "index": _add_index,
+    "search": _add_search,
+    "serve": _add_serve,
+    "eval": _add_eval,
+    "bench": _add_bench,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmsearch", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    try:
+        return args.func(args)
+    except MMSearchError as e:
+        print(f"mmsearch {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValidationError as e:
+        # Bad MMSEARCH_* env values or option combinations caught by a pydantic model.
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc'])) or 'value'}: {err['msg']}" for err in e.errors()
+        )
+        print(f"mmsearch {args.command}: error: {problems}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"mmsearch {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["build_parser", "main"]
