@@ -1,1 +1,5 @@
-"""mmsearch.testing."""
+"""Builders of tiny random-weight checkpoints in the official formats, for tests, smoke runs and speed runs."""
+
+from mmsearch.testing.visual_bge import TinyVisualBGE, build_tiny_visual_bge, tiny_visual_bge_encoder
+
+__all__ = ["TinyVisualBGE", "build_tiny_visual_bge", "tiny_visual_bge_encoder"]

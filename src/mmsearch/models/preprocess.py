@@ -1,0 +1,78 @@
+"""Visualized BGE's eval image transform in PIL + torch, matching upstream's torchvision pipeline bit for bit.
+
+Entry point: `eval_transform(image, image_size)` -> (3, S, S) float32; `pixels_batch(images, image_size)` stacks.
+Order (as upstream): bicubic resize of the shortest side on the image as stored, centre crop with Python
+rounding, *then* convert to RGB (RGBA alpha is dropped, not composited), scale to [0, 1], normalise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+# OpenAI CLIP statistics, used by EVA02-CLIP.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+_MEAN = torch.tensor(CLIP_MEAN, dtype=torch.float32).view(3, 1, 1)
+_STD = torch.tensor(CLIP_STD, dtype=torch.float32).view(3, 1, 1)
+
+# Modes PIL can resample directly; anything else (e.g. I;16, CMYK edge cases) is converted to RGB first.
+_RESAMPLABLE_MODES = frozenset(
+    {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "I", "F"}
+)
+
+
+def resize_shortest_side(image: Image.Image, size: int) -> Image.Image:
+    """Bicubic resize so the shorter side is `size`; the longer side is `int(size * long / short)` (truncated)."""
+    w, h = image.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    if (new_w, new_h) == (w, h):
+        return image
+    if image.mode not in _RESAMPLABLE_MODES:
+        image = image.convert("RGB")
+    return image.resize((new_w, new_h), Image.Resampling.BICUBIC)
+
+
+def center_crop(image: Image.Image, size: int) -> Image.Image:
+    """Crop the central `size` x `size` square; offsets use Python's round (10.5 -> 10), as upstream."""
+    w, h = image.size
+    top = int(round((h - size) / 2.0))
+    left = int(round((w - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+def to_rgb_uint8(image: Image.Image, image_size: int) -> np.ndarray:
+    """Resize, crop and convert: (S, S, 3) uint8, i.e. upstream's transform before ToTensor/Normalize."""
+    image = center_crop(resize_shortest_side(image, image_size), image_size)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def eval_transform(image: Image.Image, image_size: int) -> torch.Tensor:
+    """Upstream's `image_transform(image_size, is_train=False)` on one decoded image: (3, S, S) float32."""
+    rgb = torch.from_numpy(to_rgb_uint8(image, image_size).copy())  # (S, S, 3) uint8
+    pixels = rgb.permute(2, 0, 1).float().div(255.0)  # (3, S, S) in [0, 1]
+    return pixels.sub(_MEAN).div(_STD)
+
+
+def pixels_batch(images: Sequence[Image.Image], image_size: int) -> torch.Tensor:
+    """Stack `eval_transform` over decoded images: (n, 3, S, S) float32 (n may be 0)."""
+    if not images:
+        return torch.empty(0, 3, image_size, image_size)
+    return torch.stack([eval_transform(img, image_size) for img in images])
+
+
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "center_crop",
+    "eval_transform",
+    "pixels_batch",
+    "resize_shortest_side",
+    "to_rgb_uint8",
+]
