@@ -1,0 +1,85 @@
+"""Failure log for the indexer: one JSON line per item that could not be indexed (id, source, reason, time).
+
+Entry point: `FailureLog(path)`. Each record is written and flushed at once, so a crash or `kill -9` loses
+nothing already reported. `path=None` keeps the records in memory only (tests, dry runs).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from mmsearch.errors import ConfigError
+
+
+class FailureLog:
+    """Append-only jsonl log of failed items. Thread-safe; the file is created on the first failure."""
+
+    def __init__(self, path: str | Path | None):
+        self.path = Path(path) if path is not None else None
+        self.count = 0
+        self.last: dict[str, Any] | None = None
+        self._fh: IO[str] | None = None
+        self._lock = threading.Lock()
+        if self.path is not None and self.path.is_dir():
+            raise ConfigError(
+                f"failure log {self.path} is a directory; expected a file path such as failures.jsonl"
+            )
+
+    def record(self, id: str, source: str, reason: str) -> None:
+        """Append one failure and flush it to the OS right away."""
+        entry = {
+            "id": id,
+            "source": source,
+            "reason": reason,
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        with self._lock:
+            self.count += 1
+            self.last = entry
+            if self.path is None:
+                return
+            if self._fh is None:
+                self._fh = self._open(self.path)
+            self._fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            self._fh.flush()
+
+    @staticmethod
+    def _open(path: Path) -> IO[str]:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return path.open("a", encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot write the failure log {path}: {e.strerror or e}") from e
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+
+    def __enter__(self) -> FailureLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_failures(path: str | Path) -> list[dict[str, Any]]:
+    """Read a failure log back (a torn last line from a crash is ignored)."""
+    out = []
+    p = Path(path)
+    if not p.exists():
+        return out
+    for line in p.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+__all__ = ["FailureLog", "read_failures"]

@@ -1,0 +1,79 @@
+"""The index pipeline: builds the source, encoder, store, fetcher and failure log from `Settings` and runs the job.
+
+Entry point: `run_index(settings, source="bootcamp", limit=...) -> IndexReport`; `mmsearch index` calls it.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from mmsearch.config import Settings
+from mmsearch.indexer.failures import FailureLog
+from mmsearch.indexer.images import ImageFetcher
+from mmsearch.indexer.job import IndexJob, IndexReport
+from mmsearch.indexer.sources import open_source
+from mmsearch.pipelines.factory import SMOKE_BANNER, build_encoder, build_store
+
+
+def default_failure_log(settings: Settings) -> Path:
+    """`<cache_dir>/failures/<collection>-<UTC time>.jsonl`: one file per run, created only on a failure."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return Path(settings.cache_dir) / "failures" / f"{settings.collection}-{stamp}.jsonl"
+
+
+def run_index(
+    settings: Settings,
+    *,
+    source: str = "bootcamp",
+    limit: int | None = None,
+    failure_log: str | Path | None = None,
+    batch_size: int | None = None,
+    workers: int = 8,
+    prefetch: int = 4,
+    max_images_per_product: int | None = None,
+    text_vectors: bool = True,
+    progress: bool = True,
+    encoder: Any = None,
+) -> IndexReport:
+    """Index `source` into `settings.collection` at `settings.milvus_uri`.
+
+    Args:
+        source: `bootcamp`, `bootcamp:<tarball|folder>`, `hub:<Category>`, or a .jsonl/.parquet/folder/.tar.gz path.
+        limit: index at most this many images (counting from the start of the source, so a re-run with the
+            same limit resumes the same set).
+        failure_log: jsonl path for items that could not be indexed (default under the cache dir).
+        batch_size: images per encode/upsert (default `settings.encode_batch_size`).
+        workers: concurrent fetch/decode threads.
+        encoder: an already built encoder (benchmarks, tests); default: built from `settings`.
+    """
+    src = open_source(
+        source, cache_dir=settings.cache_dir, limit=limit, max_images_per_product=max_images_per_product
+    )
+    if settings.smoke:
+        print(f"*** {SMOKE_BANNER} ***", file=sys.stderr, flush=True)
+    encoder = encoder if encoder is not None else build_encoder(settings)
+    log_path = Path(failure_log) if failure_log is not None else default_failure_log(settings)
+    with (
+        build_store(settings) as store,
+        ImageFetcher.from_settings(settings, max_workers=workers) as fetcher,
+        FailureLog(log_path) as failures,
+    ):
+        job = IndexJob(
+            encoder,
+            store,
+            fetcher,
+            failures,
+            batch_size=batch_size or settings.encode_batch_size,
+            prefetch=prefetch,
+            text_vectors=text_vectors,
+            progress=progress,
+        )
+        report = job.run(src)
+    report.smoke = settings.smoke
+    return report
+
+
+__all__ = ["default_failure_log", "run_index"]
