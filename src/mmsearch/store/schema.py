@@ -1,0 +1,164 @@
+"""The product collection's layout in Milvus: field names and sizes, the encoder stamp, and vector index settings.
+
+Entry points: `build_schema(dim, with_text_vector)`, `EncoderStamp`, `IndexConfig.for_type(name)`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymilvus import CollectionSchema, DataType, MilvusClient
+
+ID = "id"
+IMAGE_VECTOR = "image_vector"
+TEXT_VECTOR = "text_vector"
+VECTOR_FIELDS = (IMAGE_VECTOR, TEXT_VECTOR)
+
+# VARCHAR limits, in UTF-8 bytes (Milvus counts bytes). Ids longer than ID_MAX_BYTES are refused; the other
+# strings are cut at a character boundary, since a long title must not stop an indexing run.
+ID_MAX_BYTES = 512
+VARCHAR_MAX_BYTES = {"title": 4096, "main_category": 256, "parent_asin": 128, "image_url": 2048}
+
+# Scalar fields returned with every hit, in `Hit` order.
+SCALAR_FIELDS = (
+    "title",
+    "main_category",
+    "price",
+    "average_rating",
+    "rating_number",
+    "parent_asin",
+    "image_url",
+    "meta",
+)
+
+# Unknown numbers are stored as MISSING and read back as None. Nullable fields need Milvus >= 2.5, and the
+# 2.3.5 test server and Milvus Lite must share one schema. Real prices, ratings and counts are never negative.
+MISSING = -1
+MAX_DIM = 32768
+
+# The stamp lives in collection properties (Milvus Lite 3.x, servers) and, as JSON, in the description
+# (milvus-lite 2.5.x drops properties; 3.x drops the description). Readers try both.
+_PROP_ENCODER = "mmsearch.encoder_id"
+_PROP_DIM = "mmsearch.dim"
+_PROP_TEXT = "mmsearch.text_vector"
+
+
+@dataclass(frozen=True)
+class EncoderStamp:
+    """Which encoder filled a collection: its id, its output dimension, and whether titles have a vector."""
+
+    encoder_id: str
+    dim: int
+    text_vector: bool = True
+
+    def properties(self) -> dict[str, str]:
+        return {
+            _PROP_ENCODER: self.encoder_id,
+            _PROP_DIM: str(self.dim),
+            _PROP_TEXT: "1" if self.text_vector else "0",
+        }
+
+    def description(self) -> str:
+        return json.dumps({"mmsearch": 1, "encoder_id": self.encoder_id, "dim": self.dim})
+
+    @classmethod
+    def from_collection(cls, described: dict[str, Any]) -> EncoderStamp | None:
+        """Read the stamp from `MilvusClient.describe_collection` output; None if the collection has none."""
+        fields = {f["name"]: f for f in described.get("fields", [])}
+        text_vector = TEXT_VECTOR in fields
+        props = described.get("properties") or {}
+        if _PROP_ENCODER in props and _PROP_DIM in props:
+            return cls(str(props[_PROP_ENCODER]), int(props[_PROP_DIM]), text_vector)
+        try:
+            data = json.loads(described.get("description") or "")
+        except ValueError:
+            return None
+        if isinstance(data, dict) and "encoder_id" in data and "dim" in data:
+            return cls(str(data["encoder_id"]), int(data["dim"]), text_vector)
+        return None
+
+
+def vector_dim(described: dict[str, Any], name: str) -> int | None:
+    """The dimension of vector field `name` in `describe_collection` output, or None when absent."""
+    for f in described.get("fields", []):
+        if f["name"] == name:
+            return int(f.get("params", {}).get("dim", 0))
+    return None
+
+
+def build_schema(dim: int, *, with_text_vector: bool) -> CollectionSchema:
+    """The collection schema: VARCHAR id, COSINE vectors, typed scalar filter fields and a JSON `meta`."""
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field(ID, DataType.VARCHAR, is_primary=True, max_length=ID_MAX_BYTES)
+    schema.add_field(IMAGE_VECTOR, DataType.FLOAT_VECTOR, dim=dim)
+    if with_text_vector:
+        schema.add_field(TEXT_VECTOR, DataType.FLOAT_VECTOR, dim=dim)
+    schema.add_field("title", DataType.VARCHAR, max_length=VARCHAR_MAX_BYTES["title"])
+    schema.add_field("main_category", DataType.VARCHAR, max_length=VARCHAR_MAX_BYTES["main_category"])
+    # DOUBLE, not FLOAT: with float32, 19.99 is stored as 19.9899997..., and `price >= 19.99` would miss it.
+    schema.add_field("price", DataType.DOUBLE)
+    schema.add_field("average_rating", DataType.DOUBLE)
+    schema.add_field("rating_number", DataType.INT64)
+    schema.add_field("parent_asin", DataType.VARCHAR, max_length=VARCHAR_MAX_BYTES["parent_asin"])
+    schema.add_field("image_url", DataType.VARCHAR, max_length=VARCHAR_MAX_BYTES["image_url"])
+    schema.add_field("meta", DataType.JSON)
+    return schema
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """A vector index type with its build and search parameters (COSINE throughout).
+
+    Defaults come from `benchmarks/milvus_store.py` (768-d clustered vectors, top-10, 10k and 100k rows):
+    - HNSW M=16, efConstruction=200, ef=128: recall@10 >= 0.99 unfiltered; ef is raised to k when k is larger.
+    - IVF_FLAT nlist=1024, nprobe=32: ~sqrt(N) lists at 100k-1M rows, and probing 32 gives recall >= 0.97.
+    - FLAT: exact; the reference for recall, and the choice when a collection is small.
+    """
+
+    index_type: str
+    build: dict[str, int] = field(default_factory=dict)
+    search: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def for_type(cls, index_type: str) -> IndexConfig:
+        key = index_type.upper()
+        if key not in INDEX_DEFAULTS:
+            raise ValueError(
+                f"index_type {index_type!r} is not supported; expected one of {sorted(INDEX_DEFAULTS)}"
+            )
+        return INDEX_DEFAULTS[key]
+
+    def search_params(self, k: int) -> dict[str, Any]:
+        params = dict(self.search)
+        if "ef" in params:
+            params["ef"] = max(params["ef"], k)  # HNSW needs ef >= k
+        return {"metric_type": "COSINE", "params": params}
+
+
+INDEX_DEFAULTS: dict[str, IndexConfig] = {
+    "FLAT": IndexConfig("FLAT"),
+    "HNSW": IndexConfig("HNSW", build={"M": 16, "efConstruction": 200}, search={"ef": 128}),
+    "IVF_FLAT": IndexConfig("IVF_FLAT", build={"nlist": 1024}, search={"nprobe": 32}),
+}
+DEFAULT_INDEX_TYPE = "HNSW"
+
+
+__all__ = [
+    "DEFAULT_INDEX_TYPE",
+    "ID",
+    "ID_MAX_BYTES",
+    "IMAGE_VECTOR",
+    "INDEX_DEFAULTS",
+    "MAX_DIM",
+    "MISSING",
+    "SCALAR_FIELDS",
+    "TEXT_VECTOR",
+    "VARCHAR_MAX_BYTES",
+    "VECTOR_FIELDS",
+    "EncoderStamp",
+    "IndexConfig",
+    "build_schema",
+    "vector_dim",
+]

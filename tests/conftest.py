@@ -1,0 +1,240 @@
+"""Shared pytest fixtures. Sections: Milvus (Lite and a real loopback server). Other sections follow below."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# =====================================================================================================
+# Milvus
+#
+# `store_backend` is parametrized over "lite" (Milvus Lite in tmp_path) and "server" (a real Milvus
+# standalone process on 127.0.0.1, from `pip install milvus`, started once per session). Set
+# MMSEARCH_TEST_MILVUS_URI=http://host:19530 to run the server half against an existing server instead
+# (e.g. compose.yaml's 2.6, where the hybrid tests run too), or MMSEARCH_TEST_MILVUS_SERVER=0 to skip it.
+# =====================================================================================================
+
+SERVER_START_TIMEOUT_S = 90.0
+TEST_ENCODER_ID = "test-encoder/random-unit-vectors"
+
+
+def free_loopback_ports(n: int) -> list[int]:
+    """`n` distinct TCP ports free on 127.0.0.1 right now (the OS picks them, so parallel runs don't clash)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class MilvusServerHandle:
+    uri: str
+    version: str
+    log_dir: Path | None = None
+
+    @property
+    def supports_multi_vector(self) -> bool:
+        """Multi-vector collections and hybrid_search arrived in Milvus 2.4."""
+        digits = self.version.lstrip("v").split("-")[0].split(".")
+        return tuple(int(d) for d in digits[:2]) >= (2, 4)
+
+
+def _log_tail(log_dir: Path, lines: int = 15) -> str:
+    out = []
+    for name in ("milvus-stdout.log", "milvus-stderr.log"):
+        path = log_dir / name
+        if path.is_file():
+            out += path.read_text(errors="replace").splitlines()[-lines:]
+    return "\n".join(out) or "(no log output)"
+
+
+def _wait_ready(server, health_port: int, uri: str, deadline: float) -> str:
+    """Poll /healthz, then a real gRPC call, until the server answers or `deadline` passes."""
+    from pymilvus import MilvusClient
+
+    health = f"http://127.0.0.1:{health_port}/healthz"
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if server.server_proc is None or server.server_proc.poll() is not None:
+            raise RuntimeError(f"Milvus server process exited during start-up: {last}")
+        try:
+            with urllib.request.urlopen(health, timeout=2) as resp:
+                if b"OK" in resp.read():
+                    client = MilvusClient(uri, timeout=5)
+                    try:
+                        client.list_collections(timeout=5)
+                        return client.get_server_version(timeout=5)
+                    finally:
+                        client.close()
+        except Exception as err:  # noqa: BLE001 - any failure here just means "not ready yet"
+            last = f"{type(err).__name__}: {err}"
+        time.sleep(0.5)
+    raise TimeoutError(f"Milvus server not ready after {SERVER_START_TIMEOUT_S:.0f} s ({last})")
+
+
+@contextlib.contextmanager
+def run_milvus_server(base_dir: Path) -> Iterator[MilvusServerHandle]:
+    """Start Milvus standalone (the `milvus` 2.3.5 wheel) in `base_dir` on free loopback ports; stop it after.
+
+    The wheel's own port scan starts at fixed numbers and its embedded etcd always takes 2379/2380, so two
+    test runs on one machine would collide: we pick every port ourselves and give etcd a config file of its
+    own. etcd listens on 127.0.0.1 only; Milvus 2.3 binds its gRPC ports on all interfaces (not configurable)
+    but advertises 127.0.0.1 (`*.ip`), so nothing talks over other interfaces.
+    """
+    from milvus import MilvusServer, MilvusServerConfig
+
+    port_keys = [k for k in MilvusServerConfig().configurable_items if k.endswith("_port")]
+    ports = dict(zip([*port_keys, "etcd_peer", "metrics"], free_loopback_ports(len(port_keys) + 2), strict=True))
+    etcd_conf = base_dir / "embed-etcd.yaml"
+    base_dir.mkdir(parents=True, exist_ok=True)
+    client_url = f"http://127.0.0.1:{ports['etcd_port']}"
+    peer_url = f"http://127.0.0.1:{ports['etcd_peer']}"
+    etcd_conf.write_text(
+        f"listen-client-urls: {client_url}\nadvertise-client-urls: {client_url}\n"
+        f"listen-peer-urls: {peer_url}\ninitial-advertise-peer-urls: {peer_url}\n"
+        f"initial-cluster: default={peer_url}\n"
+    )
+    server = MilvusServer(MilvusServerConfig(), wait_for_started=False)
+    server.set_base_dir(str(base_dir))
+    for key in port_keys:
+        server.config.configs[key] = ports[key]
+    for component in ("rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord", "dataNode"):
+        server.config.set(f"{component}.ip", "127.0.0.1")
+    # The wheel reads METRICS_PORT from its own attribute, and Milvus maps ETCD_CONFIG_PATH to etcd.config.path.
+    server.webservice_port = ports["metrics"]
+    server.config.resolve_port = lambda start: (ports["metrics"], socket.socket())
+    uri = f"http://127.0.0.1:{ports['proxy_port']}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ETCD_CONFIG_PATH", str(etcd_conf))
+        try:
+            server.start()
+            version = _wait_ready(server, ports["metrics"], uri, time.monotonic() + SERVER_START_TIMEOUT_S)
+        except BaseException as err:
+            server.stop()
+            raise RuntimeError(f"{err}\n--- server log tail ---\n{_log_tail(base_dir / 'logs')}") from None
+    try:
+        yield MilvusServerHandle(uri=uri, version=version, log_dir=base_dir / "logs")
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory) -> Iterator[MilvusServerHandle]:
+    """A Milvus server for the session: MMSEARCH_TEST_MILVUS_URI if set, else a fresh loopback process."""
+    external = os.environ.get("MMSEARCH_TEST_MILVUS_URI")
+    if external:
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(external, timeout=10)
+        try:
+            yield MilvusServerHandle(uri=external, version=client.get_server_version(timeout=10))
+        finally:
+            client.close()
+        return
+    if os.environ.get("MMSEARCH_TEST_MILVUS_SERVER", "1") == "0":
+        pytest.skip("server tests disabled by MMSEARCH_TEST_MILVUS_SERVER=0")
+    try:
+        import milvus  # noqa: F401
+    except ImportError:
+        pytest.skip("no Milvus server: `pip install milvus` (2.3.5, Linux x86_64) provides one")
+    start_error = None
+    with contextlib.ExitStack() as stack:
+        try:
+            handle = stack.enter_context(run_milvus_server(tmp_path_factory.mktemp("milvus-server")))
+        except Exception as err:  # noqa: BLE001 - reported as the skip reason
+            start_error = f"Milvus server could not start on this machine: {err}"
+        if start_error is None:
+            yield handle
+            return
+    pytest.skip(start_error)
+
+
+@dataclass
+class StoreBackend:
+    """Where a test's store lives, plus a factory for stores on a fresh, test-private collection."""
+
+    name: str  # "lite" or "server"
+    uri: str
+    collection: str
+    server: MilvusServerHandle | None = None
+
+    @property
+    def supports_hybrid(self) -> bool:
+        return self.server is None or self.server.supports_multi_vector
+
+    def skip_without_hybrid(self) -> None:
+        if not self.supports_hybrid:
+            pytest.skip(
+                f"Milvus {self.server.version} has no multi-vector collections or hybrid_search (needs >= 2.4)"
+            )
+
+    def open(self, **kwargs):
+        from mmsearch.store import ProductStore
+
+        return ProductStore(self.uri, collection=self.collection, **kwargs)
+
+
+@pytest.fixture(params=["lite", pytest.param("server", marks=pytest.mark.server)])
+def store_backend(request, tmp_path) -> Iterator[StoreBackend]:
+    collection = f"t_{uuid.uuid4().hex[:12]}"
+    if request.param == "lite":
+        yield StoreBackend("lite", str(tmp_path / "milvus.db"), collection)
+        return
+    server = request.getfixturevalue("milvus_server")
+    yield StoreBackend("server", server.uri, collection, server)
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(server.uri, timeout=10)
+    try:
+        if client.has_collection(collection):
+            client.drop_collection(collection)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def open_store(store_backend) -> Iterator[Callable[..., object]]:
+    """`open_store(dim=8, with_text_vector=True, **store_kwargs)`: a store with its collection ensured."""
+    opened = []
+
+    def make(*, dim: int = 8, with_text_vector: bool = True, encoder_id: str = TEST_ENCODER_ID, **kwargs):
+        store = store_backend.open(**kwargs)
+        opened.append(store)
+        store.ensure_collection(encoder_id=encoder_id, dim=dim, with_text_vector=with_text_vector)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+def random_unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    """(n, dim) float32 rows of unit length."""
+    v = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def unit_vectors() -> Callable[..., np.ndarray]:
+    return random_unit_vectors
+
+
+# =====================================================================================================
+# (end of the Milvus section)
+# =====================================================================================================
