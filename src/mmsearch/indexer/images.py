@@ -192,8 +192,14 @@ class ImageFetcher:
     def open(self, ref: str | Path | bytes) -> Image.Image:
         """Fetch and decode one image with the byte and pixel bounds. Raises `InvalidImageError`."""
         data = self.fetch_bytes(ref)
-        img = open_image(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
-        return img
+        try:
+            return open_image(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
+        except InvalidImageError as e:
+            # open_image names bytes as "<n bytes>"; name the URL or path the user knows instead.
+            anonymous = f"<{len(data)} bytes>"
+            if isinstance(ref, str | Path) and e.message.startswith(anonymous):
+                raise type(e)(f"{ref}{e.message[len(anonymous) :]}") from None
+            raise
 
     def map(
         self, fn: Callable[[T], R], items: Iterable[T], *, window: int | None = None
