@@ -207,16 +207,23 @@ class ImageFetcher:
         """Run `fn` over `items` on the thread pool, yielding futures in input order.
 
         At most `window` (default 2 x max_workers) calls are in flight, so a long input is never submitted at once.
+        If iterating `items` raises, the futures already submitted are yielded first, then the error is raised.
         """
         pool = self._ensure_pool()
         limit = window or 2 * self.max_workers
         pending: deque[Future[R]] = deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= limit:
-                yield pending.popleft()
+        input_error: Exception | None = None
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= limit:
+                    yield pending.popleft()
+        except Exception as e:  # the input failed: still hand out the work already submitted, then re-raise
+            input_error = e
         while pending:
             yield pending.popleft()
+        if input_error is not None:
+            raise input_error
 
     def _ensure_pool(self) -> ThreadPoolExecutor:
         with self._pool_lock:

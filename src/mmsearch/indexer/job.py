@@ -171,18 +171,24 @@ class IndexJob:
             yield from (p for p in chunk if p.id not in existing)
             chunk.clear()
 
-        for product in products:
-            if product.id in seen:
-                with self._count_lock:
-                    report.duplicates += 1
-                bar.update(1)
-                continue
-            seen.add(product.id)
-            chunk.append(product)
-            if len(chunk) >= self.lookup_chunk:
-                yield from flush()
+        source_error: Exception | None = None
+        try:
+            for product in products:
+                if product.id in seen:
+                    with self._count_lock:
+                        report.duplicates += 1
+                    bar.update(1)
+                    continue
+                seen.add(product.id)
+                chunk.append(product)
+                if len(chunk) >= self.lookup_chunk:
+                    yield from flush()
+        except Exception as e:  # e.g. a network drop mid-file: index what was read, then fail
+            source_error = e
         if chunk:
             yield from flush()
+        if source_error is not None:
+            raise source_error
 
     def _prepare(self, product: Product) -> tuple[Product, torch.Tensor | None, str | None]:
         """Worker-thread task: (product, pixels (3, H, W) or None, failure reason or None)."""
