@@ -272,9 +272,18 @@ def test_from_settings_smoke_builds_tiny_model(tmp_path):
     assert (enc.dim, enc.batch_size, enc.image_size) == (768, 4, 64)
 
 
-def test_half_precision_on_cpu_is_refused(tiny_dir):
-    with pytest.raises(ConfigError, match=r"dtype torch.bfloat16 needs a GPU; use float32 on device 'cpu'"):
-        tiny_visual_bge_encoder(tiny_dir, dtype="bfloat16")
+def test_float16_on_cpu_is_refused(tiny_dir):
+    with pytest.raises(
+        ConfigError, match=r"dtype torch.float16 needs a GPU; use float32 \(or bfloat16\) on device 'cpu'"
+    ):
+        tiny_visual_bge_encoder(tiny_dir, dtype="float16")
+
+
+def test_bfloat16_embeddings_are_close_to_float32(tiny_dir, encoder, images):
+    bf16 = tiny_visual_bge_encoder(tiny_dir, dtype="bfloat16")
+    emb = bf16.encode_multimodal(images[:2], TEXTS[:2])
+    assert emb.dtype == np.float32
+    np.testing.assert_allclose(emb, encoder.encode_multimodal(images[:2], TEXTS[:2]), rtol=0, atol=5e-3)
 
 
 def test_unknown_variant_is_refused(tiny_dir):
