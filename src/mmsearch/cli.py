@@ -100,6 +100,10 @@ def _add_index(sub) -> None:
     p.add_argument("--limit", type=_positive_int, help="index at most N images")
     p.add_argument("--batch-size", type=_positive_int, help="encoder batch size")
     p.add_argument("--failure-log", help="jsonl file for images that could not be indexed")
+    p.add_argument("--workers", type=_positive_int, default=8, help="concurrent image downloads (default 8)")
+    p.add_argument(
+        "--max-images-per-product", type=_positive_int, help="index only the first N images of each product"
+    )
     p.set_defaults(func=_run_index)
 
 
@@ -109,7 +113,14 @@ def _run_index(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.batch_size:
         settings = settings.model_copy(update={"encode_batch_size": args.batch_size})
-    report = run_index(settings, source=args.source, limit=args.limit, failure_log=args.failure_log)
+    report = run_index(
+        settings,
+        source=args.source,
+        limit=args.limit,
+        failure_log=args.failure_log,
+        workers=args.workers,
+        max_images_per_product=args.max_images_per_product,
+    )
     print(report.summary())
     return 0
 

@@ -112,7 +112,7 @@ class SearchPipeline:
         hits = list(retrieved.hits)
         rerank = None
         if request.rerank and len(hits) > 1:
-            from mmsearch.reranker import RerankQuery
+            from mmsearch.reranker.base import RerankQuery
 
             t1 = time.perf_counter()
             rerank = self.reranker.rerank(RerankQuery(image=image, instruction=query.instruction), hits)
