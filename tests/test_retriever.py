@@ -16,7 +16,7 @@ from mmsearch.config import Settings
 from mmsearch.errors import EncoderMismatchError, InvalidQueryError
 from mmsearch.pipelines import SearchPipeline, SearchRequest
 from mmsearch.pipelines.index import run_index
-from mmsearch.reranker.base import RerankQuery, Reranker, RerankResult, RetrievalOrderReranker
+from mmsearch.reranker.base import Reranker, RerankQuery, RerankResult, RetrievalOrderReranker
 from mmsearch.retriever import Query, Retriever, SearchOptions
 from mmsearch.store import ProductFilter, ProductStore
 from mmsearch.testing import tiny_visual_bge_encoder
