@@ -1,0 +1,144 @@
+"""HTTP endpoints: `POST /search`, `GET /images`, `GET /healthz`, and the web page at `/`.
+
+Entry point: `router`, included by `mmsearch.api.app.create_app`. Handlers hold no try/except: errors are
+mapped to HTTP in `mmsearch.api.errors`. Model and Milvus work goes through the single inference worker.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from mmsearch.api.dependencies import PipelineDep, SearchService, ServiceDep, SettingsDep
+from mmsearch.api.errors import ImageUnavailableError, ProductNotFoundError
+from mmsearch.api.forms import SEARCH_FORM_SCHEMA, read_search_form
+from mmsearch.pipelines import SearchRequest, SearchResult
+
+router = APIRouter()
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+    "required": ["error", "message"],
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    described = {
+        404: "unknown product id, or nothing indexed yet",
+        413: "upload larger than the limit",
+        415: "content type not accepted",
+        422: "invalid query, filter or image",
+        502: "the product image could not be read",
+        503: "Milvus unavailable or locked, models not loaded, or the queue is full",
+    }
+    return {
+        c: {"description": described[c], "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+        for c in codes
+    }
+
+
+def thumbnail_url(product_id: str) -> str:
+    return "/images?id=" + quote(product_id, safe="")
+
+
+def search_response(result: SearchResult, request: SearchRequest) -> dict[str, Any]:
+    """`SearchResult.to_dict()` plus what a client needs to render it: thumbnail URLs and the query echoed."""
+    body = result.to_dict()
+    for hit in body["hits"]:
+        hit["thumbnail_url"] = thumbnail_url(hit["id"])
+    if result.rerank is not None and body.get("rerank") is not None:
+        body["rerank"]["candidate_reasons"] = getattr(result.rerank, "candidate_reasons", None)
+    filters = request.filters
+    body["query"] = {
+        "has_image": request.image is not None,
+        "instruction": request.instruction,
+        "k": request.k,
+        "mode": request.mode,
+        "weights": list(request.weights),
+        "ranker": request.ranker,
+        "rerank": request.rerank,
+        "filters": None if filters is None else filters.model_dump(exclude_none=True),
+    }
+    return body
+
+
+@router.post(
+    "/search",
+    summary="Search products by image and/or instruction",
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": SEARCH_FORM_SCHEMA}}}
+    },
+    responses=_errors(404, 413, 415, 422, 503),
+)
+async def search(
+    request: Request,
+    settings: SettingsDep,
+    service: ServiceDep,
+    pipeline: PipelineDep,
+) -> dict[str, Any]:
+    """Multipart form: `image` (file) and/or `instruction`, plus `k`, filters (`category`, `min_price`,
+    `max_price`, `min_rating`), `mode`, `weights`, `ranker` and `rerank`. Returns the hits (titles, prices,
+    scores, thumbnail URLs), the rerank status and reasons, before/after ranks and per-stage timings in ms."""
+    search_request = await read_search_form(request, settings)
+    result = await service.worker.run(pipeline.run, search_request)
+    service.thumbnails.remember(result.hits)
+    return search_response(result, search_request)
+
+
+async def _thumbnail(product_id: str, service: SearchService) -> Response:
+    ref = service.thumbnails.known_ref(product_id)
+    if ref is None:
+        pipeline = await service.ensure_pipeline()
+        hits = await service.worker.run(pipeline.retriever.store.get, [product_id])
+        if not hits:
+            raise ProductNotFoundError(f"no product with id {product_id!r}")
+        service.thumbnails.remember(hits)
+        ref = hits[0].image_url
+        if not ref:
+            raise ImageUnavailableError(f"product {product_id!r} has no stored image reference")
+    data = await run_in_threadpool(service.thumbnails.render, ref)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
+
+
+@router.get(
+    "/images",
+    summary="Thumbnail of a product image (id as a query parameter: safe for any characters)",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}, **_errors(404, 502, 503)},
+)
+async def image_by_query(
+    service: ServiceDep,
+    id: Annotated[str, Query(min_length=1, max_length=2048, description="product id, any characters")],
+) -> Response:
+    return await _thumbnail(id, service)
+
+
+@router.get(
+    "/images/{product_id:path}",
+    summary="Thumbnail of a product image (id percent-encoded in the path)",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}, **_errors(404, 502, 503)},
+)
+async def image_by_path(product_id: str, service: ServiceDep) -> Response:
+    return await _thumbnail(product_id, service)
+
+
+@router.get("/healthz", summary="Milvus reachability, collection, row count, models loaded, queue")
+async def healthz(service: ServiceDep) -> JSONResponse:
+    body = await service.health()
+    return JSONResponse(body, status_code=200 if body["status"] in ("ok", "busy") else 503)
+
+
+@router.get("/", include_in_schema=False)
+async def index_page() -> FileResponse:
+    page = resources.files("mmsearch.api") / "static" / "index.html"
+    return FileResponse(str(page), media_type="text/html")
+
+
+__all__ = ["router", "search_response", "thumbnail_url"]
