@@ -1,0 +1,116 @@
+"""`mmsearch` as a user runs it: index then search in smoke mode on Milvus Lite, and one-line errors for mistakes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from indexer_support import write_catalog
+
+from mmsearch.cli import main
+
+
+@pytest.fixture(scope="module")
+def smoke_env(tmp_path_factory):
+    """A catalog indexed through `mmsearch index --smoke`; returns (common argv, data dir, cache dir)."""
+    root = tmp_path_factory.mktemp("cli")
+    catalog = write_catalog(root / "data", 4, images_per_product=1)
+    common = ["--smoke", "--milvus-uri", str(root / "milvus.db"), "--collection", "cli_products"]
+    return common, catalog, root / "cache"
+
+
+@pytest.fixture(autouse=True)
+def _cache(smoke_env, monkeypatch):
+    monkeypatch.setenv("MMSEARCH_CACHE_DIR", str(smoke_env[2]))
+
+
+@pytest.fixture(scope="module")
+def indexed(smoke_env):
+    common, catalog, cache = smoke_env
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MMSEARCH_CACHE_DIR", str(cache))
+    try:
+        assert (
+            main(["index", *common, "--source", str(catalog), "--failure-log", str(cache / "f.jsonl")]) == 0
+        )
+    finally:
+        mp.undo()
+    return smoke_env
+
+
+def test_index_prints_a_summary(indexed, capsys):
+    common, catalog, _ = indexed
+    # Re-running is idempotent: everything is skipped as already present.
+    assert main(["index", *common, "--source", str(catalog)]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 4" in out or "4 skipped" in out, out
+
+
+def test_search_json_ranks_the_query_image_first(indexed, capsys):
+    common, catalog, _ = indexed
+    image = catalog.parent / "img" / "p2_0.jpg"
+    assert main(["search", *common, "--image", str(image), "-k", "3", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["smoke"] is True
+    assert payload["hits"][0]["id"] == "B000000002:0"
+    assert len(payload["hits"]) == 3
+    assert {"encode_ms", "search_ms", "total_ms"} <= set(payload["timings"])
+
+
+def test_search_table_is_labelled_as_smoke(indexed, capsys):
+    common, catalog, _ = indexed
+    assert main(["search", *common, "--text", "phone case", "-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("[SMOKE MODE: tiny random-weight models")
+    assert "rank" in out and "score" in out and "timings:" in out
+
+
+def test_search_without_image_or_text_is_one_line_error(indexed, capsys):
+    common, _, _ = indexed
+    assert main(["search", *common]) == 2
+    err = capsys.readouterr().err
+    assert err == "mmsearch search: error: a query needs an image, an instruction, or both; got neither\n"
+
+
+def test_search_with_inverted_price_range_is_one_line_error(indexed, capsys):
+    common, _, _ = indexed
+    assert main(["search", *common, "--text", "x", "--min-price", "50", "--max-price", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mmsearch search: error:") and err.count("\n") == 1
+    assert "min_price" in err
+
+
+def test_search_on_an_empty_store_says_to_index_first(tmp_path, capsys):
+    uri = str(tmp_path / "empty.db")
+    assert main(["search", "--smoke", "--milvus-uri", uri, "--text", "mug"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mmsearch search: error:") and err.count("\n") == 1
+    assert "index" in err
+
+
+def test_search_with_missing_image_file_is_one_line_error(indexed, capsys, tmp_path):
+    common, _, _ = indexed
+    assert main(["search", *common, "--image", str(tmp_path / "nope.jpg")]) == 2
+    assert capsys.readouterr().err == f"mmsearch search: error: {tmp_path / 'nope.jpg'}: file not found\n"
+
+
+def test_bad_weights_option_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", "--text", "x", "--weights", "abc"])
+    assert exit_info.value.code == 2
+    assert "expected two numbers 'IMAGE,TEXT'" in capsys.readouterr().err
+
+
+def test_missing_real_weights_offline_is_one_line_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    argv = [
+        "search",
+        "--milvus-uri",
+        str(tmp_path / "m.db"),
+        "--encoder-weights",
+        str(tmp_path / "missing.pth"),
+    ]
+    assert main([*argv, "--text", "mug"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mmsearch search: error:") and err.count("\n") == 1
+    assert "missing.pth" in err
