@@ -1,0 +1,234 @@
+"""Indexing throughput end to end (source -> fetch/decode -> encode -> Milvus Lite upsert), plus Milvus Lite
+upsert/search/lookup latency at 10k and 100k rows.
+
+Run: `python benchmarks/index_throughput.py --out bench_index.json` (add `--full-size` for the full-size
+random-weight Visualized BGE base model; `--sizes 10000` for a quick run). Writes one JSON object to stdout.
+Random weights (tiny or full-size) measure speed only, never search quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmsearch.indexer.failures import FailureLog
+from mmsearch.indexer.images import ImageFetcher
+from mmsearch.indexer.job import IndexJob
+from mmsearch.indexer.sources import JsonlSource
+from mmsearch.store import ProductStore
+from mmsearch.testing import tiny_visual_bge_encoder
+from mmsearch.types import Product
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from encode_throughput import build_encoder as build_full_size_encoder  # noqa: E402
+from encode_throughput import write_images  # noqa: E402
+
+
+def percentiles(samples_s: list[float]) -> dict[str, float]:
+    ms = np.asarray(samples_s) * 1000
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p95_ms": round(float(np.percentile(ms, 95)), 2),
+    }
+
+
+@contextmanager
+def serve_folder(folder: Path, latency_s: float):
+    """Serve `folder` on 127.0.0.1 with a fixed delay per request (a stand-in for a CDN)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            time.sleep(latency_s)
+            path = folder / self.path.lstrip("/")
+            body = path.read_bytes() if path.is_file() else b""
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def write_catalog(folder: Path, images: list[Path], base_url: str | None) -> Path:
+    """One product per 4 images, in the Amazon schema; images as local paths or URLs."""
+    lines = []
+    for p in range(0, len(images), 4):
+        refs = [f"{base_url}/{img.name}" if base_url else str(img) for img in images[p : p + 4]]
+        record = {
+            "parent_asin": f"B{p:08d}",
+            "title": f"Benchmark product {p}",
+            "main_category": "Cell Phones & Accessories",
+            "price": "$9.99",
+            "images": [{"large": r, "thumb": None, "hi_res": None, "variant": "MAIN"} for r in refs],
+        }
+        lines.append(json.dumps(record))
+    path = folder / ("products_http.jsonl" if base_url else "products.jsonl")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def index_once(encoder, catalog: Path, work: Path, *, batch_size: int, workers: int) -> dict:
+    db = work / f"bench_{time.monotonic_ns()}.db"
+    with (
+        ProductStore(str(db), collection="bench") as store,
+        ImageFetcher(cache_dir=None, max_workers=workers) as fetcher,
+        FailureLog(None) as failures,
+    ):
+        job = IndexJob(encoder, store, fetcher, failures, batch_size=batch_size, progress=False)
+        report = job.run(JsonlSource(catalog))
+    shutil.rmtree(db, ignore_errors=True)
+    keys = ("indexed", "failed", "elapsed_s", "items_per_s", "read_s", "encode_s", "write_s", "wait_s")
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in report.to_dict().items() if k in keys}
+
+
+def end_to_end(args, work: Path) -> list[dict]:
+    images_dir = work / "images"
+    images_dir.mkdir()
+    n = max(args.n_images, args.full_size_images if args.full_size else 0)
+    images = write_images(images_dir, n, (args.image_size, args.image_size))
+    results = []
+    encoders = [("tiny (random, 2+2 layers, 64 px)", tiny_visual_bge_encoder(work / "tiny"), args.n_images)]
+    if args.full_size:
+        full = build_full_size_encoder("base", "cpu", "float32", args.batch_size, work)
+        encoders.append(("full-size base (random weights, 224 px)", full, args.full_size_images))
+    for name, encoder, count in encoders:
+        local = write_catalog(work, images[:count], None)
+        row = {"encoder": name, "source": "local jpeg files", "images": count, "image_px": args.image_size}
+        row.update(index_once(encoder, local, work, batch_size=args.batch_size, workers=args.workers))
+        results.append(row)
+        print(json.dumps(row), file=sys.stderr)
+        with serve_folder(images_dir, args.http_latency_ms / 1000) as base:
+            remote = write_catalog(work, images[:count], base)
+            row = {
+                "encoder": name,
+                "source": f"loopback HTTP, {args.http_latency_ms} ms per image, {args.workers} workers",
+                "images": count,
+                "image_px": args.image_size,
+            }
+            row.update(index_once(encoder, remote, work, batch_size=args.batch_size, workers=args.workers))
+            results.append(row)
+            print(json.dumps(row), file=sys.stderr)
+    return results
+
+
+def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    v = rng.normal(size=(n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def products(start: int, n: int) -> list[Product]:
+    return [
+        Product(
+            id=f"B{i:08d}:0",
+            image="",
+            title=f"product {i}",
+            main_category="Electronics",
+            price=float(i % 100),
+        )
+        for i in range(start, start + n)
+    ]
+
+
+def milvus_latency(size: int, args, work: Path) -> dict:
+    """Fill a Lite collection to `size` rows, then time 32-row upserts, top-10 searches and 512-id lookups."""
+    rng = np.random.default_rng(0)
+    dim, db = args.dim, work / f"lite_{size}.db"
+    row: dict = {"rows": size, "dim": dim, "text_vector": True}
+    with ProductStore(str(db), collection="bench") as store:
+        store.ensure_collection(encoder_id="bench-random", dim=dim, with_text_vector=True)
+        t0 = time.perf_counter()
+        for start in range(0, size, 2000):
+            n = min(2000, size - start)
+            store.upsert(products(start, n), unit_rows(rng, n, dim), unit_rows(rng, n, dim))
+        row["fill_rows_per_s"] = round(size / (time.perf_counter() - t0), 1)
+        upserts = []
+        for r in range(args.repeats):
+            batch = products(size + r * args.batch_size, args.batch_size)
+            vecs = unit_rows(rng, args.batch_size, dim)
+            t = time.perf_counter()
+            store.upsert(batch, vecs, vecs)
+            upserts.append(time.perf_counter() - t)
+        row[f"upsert_{args.batch_size}_rows"] = percentiles(upserts)
+        searches = []
+        for q in unit_rows(rng, args.repeats, dim):
+            t = time.perf_counter()
+            store.search(q, k=10)
+            searches.append(time.perf_counter() - t)
+        row["search_top10"] = percentiles(searches)
+        lookups = []
+        for _ in range(max(5, args.repeats // 5)):
+            ids = [f"B{int(i):08d}:0" for i in rng.integers(0, size * 2, size=512)]  # about half present
+            t = time.perf_counter()
+            store.existing_ids(ids)
+            lookups.append(time.perf_counter() - t)
+        row["existing_ids_512"] = percentiles(lookups)
+    shutil.rmtree(db, ignore_errors=True)
+    print(json.dumps(row), file=sys.stderr)
+    return row
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-images", type=int, default=256, help="images for the tiny-encoder runs")
+    parser.add_argument("--image-size", type=int, default=500, help="JPEG side in px (Amazon 'large' ~500)")
+    parser.add_argument("--full-size", action="store_true", help="also run the full-size random-weight model")
+    parser.add_argument("--full-size-images", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--http-latency-ms", type=int, default=50)
+    parser.add_argument("--sizes", default="10000,100000", help="Milvus Lite row counts, comma-separated")
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--skip-milvus", action="store_true")
+    parser.add_argument("--out", help="also write the JSON here")
+    args = parser.parse_args(argv)
+
+    result: dict = {
+        "benchmark": "index_throughput",
+        "note": "random weights: speed only, never search quality",
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cpu_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+        },
+    }
+    work = Path(tempfile.mkdtemp(prefix="mmsearch-bench-index-"))
+    try:
+        result["end_to_end"] = end_to_end(args, work)
+        if not args.skip_milvus:
+            sizes = [int(s) for s in args.sizes.split(",") if s]
+            result["milvus_lite"] = [milvus_latency(size, args, work) for size in sizes]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
