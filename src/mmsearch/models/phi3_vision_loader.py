@@ -119,11 +119,13 @@ def load_weights_strict(
     model.to(device)  # non-persistent buffers (RoPE inv_freq, CLIP position_ids)
 
 
-def _build_empty(config: Phi3VisionConfig, dtype: torch.dtype) -> Phi3VisionForCausalLM:
-    # Parameters on the meta device (no allocation, no random init); buffers are real.
+def build_empty_model(config: Phi3VisionConfig) -> Phi3VisionForCausalLM:
+    """The model with parameters on the meta device (no memory, no random init) and real float32 buffers.
+
+    Never call `.to(dtype)` on it before filling: that would round the RoPE `inv_freq` buffers to bf16.
+    """
     with init_empty_weights(include_buffers=False):
-        model = Phi3VisionForCausalLM(config)
-    return model.to(dtype)
+        return Phi3VisionForCausalLM(config)
 
 
 def _generation_config(
@@ -184,7 +186,7 @@ def load_phi3_vision(
     processor = Phi3VisionProcessor.from_pretrained(directory, num_crops=num_crops)
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)
-    net = _build_empty(config, torch_dtype)
+    net = build_empty_model(config)
     if device_map is None:
         load_weights_strict(net, directory, dtype=torch_dtype, device=target)
     else:
@@ -205,6 +207,7 @@ def load_phi3_vision(
 
 __all__ = [
     "DEFAULT_MODEL",
+    "build_empty_model",
     "checkpoint_files",
     "load_phi3_vision",
     "load_weights_strict",

@@ -18,6 +18,8 @@ import torch
 from accelerate import init_empty_weights
 from safetensors.torch import save_file
 
+from mmsearch.models.phi3_vision import Phi3VisionConfig, Phi3VisionForCausalLM
+
 DATA_DIR = Path(__file__).parent / "data" / "phi3_vision"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 TINY_VISION = {
@@ -29,6 +31,7 @@ TINY_VISION = {
     "patch_size": 14,
 }
 WEIGHT_SCALE = 0.04
+_POOL = 1 << 22  # random values reused (at varying offsets) by `random_phi3_vision`
 
 
 def weight_init_kind(name: str) -> str:
@@ -63,8 +66,6 @@ def tiny_config_dict(vision: dict | None = None) -> dict:
 
 def tiny_state_dict(config_dict: dict) -> dict[str, torch.Tensor]:
     """Every parameter of the model `config_dict` describes, under its official name, filled by the kit's rule."""
-    from mmsearch.models.phi3_vision import Phi3VisionConfig, Phi3VisionForCausalLM
-
     cfg = {k: v for k, v in config_dict.items() if k not in ("model_type", "auto_map")}
     with init_empty_weights(include_buffers=False):
         model = Phi3VisionForCausalLM(Phi3VisionConfig(**cfg))
@@ -72,6 +73,40 @@ def tiny_state_dict(config_dict: dict) -> dict[str, torch.Tensor]:
         name: torch.from_numpy(parity_tensor(name, tuple(p.shape), weight_init_kind(name)))
         for name, p in sorted(model.state_dict().items())
     }
+
+
+def random_phi3_vision(
+    config: Phi3VisionConfig | None = None,
+    *,
+    dtype: torch.dtype = torch.bfloat16,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> Phi3VisionForCausalLM:
+    """A Phi-3 Vision with cheap random weights (default: full size), for speed runs only; eval mode.
+
+    Parameters are allocated once, directly in `dtype` on `device` (full size in bf16: ~8.3 GB), then filled with
+    uniform noise; norm gains are ones. The RoPE buffers stay float32.
+    """
+    from mmsearch.models.phi3_vision_loader import build_empty_model
+
+    model = build_empty_model(config if config is not None else Phi3VisionConfig())
+    gen = torch.Generator(device=device).manual_seed(seed)
+    # Drawing 4B random numbers costs a minute on 2 CPU cores; copying slices of one random pool costs seconds.
+    pool = torch.empty(2 * _POOL, dtype=dtype, device=device).uniform_(-0.02, 0.02, generator=gen)
+    with torch.no_grad():
+        for name, param in list(model.named_parameters()):
+            data = torch.empty(param.shape, dtype=dtype, device=device)
+            if weight_init_kind(name) == "norm_weight":
+                data.fill_(1.0)
+            else:
+                flat, offset = data.view(-1), zlib.crc32(name.encode("utf-8")) % _POOL
+                for start in range(0, flat.numel(), _POOL):
+                    chunk = flat[start : start + _POOL]
+                    chunk.copy_(pool[offset : offset + chunk.numel()])
+                    offset = (offset + 7919) % _POOL
+            owner, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(owner), leaf, torch.nn.Parameter(data, requires_grad=False))
+    return model.to(device).eval()
 
 
 def build_tiny_phi3_vision(out_dir: Path, *, num_crops: int = 4, vision: dict | None = None) -> Path:
@@ -95,4 +130,11 @@ def build_tiny_phi3_vision(out_dir: Path, *, num_crops: int = 4, vision: dict | 
     return out_dir
 
 
-__all__ = ["TINY_VISION", "build_tiny_phi3_vision", "parity_tensor", "tiny_config_dict", "weight_init_kind"]
+__all__ = [
+    "TINY_VISION",
+    "build_tiny_phi3_vision",
+    "parity_tensor",
+    "random_phi3_vision",
+    "tiny_config_dict",
+    "weight_init_kind",
+]
