@@ -25,6 +25,14 @@ import pytest
 # =====================================================================================================
 
 SERVER_START_TIMEOUT_S = 90.0
+# Shorter coordinator intervals: Strong reads wait for the next time tick and loads poll the query
+# coordinator, so the defaults (200 ms ticks, 1 s checks, skip mode when idle) make each test seconds slower.
+TEST_SERVER_TUNING = {
+    "proxy.timeTickInterval": 20,
+    "queryCoord.checkInterval": 100,
+    "queryCoord.distPullInterval": 50,
+    "dataNode.dataSync.skipMode.enable": "false",
+}
 TEST_ENCODER_ID = "test-encoder/random-unit-vectors"
 
 
@@ -100,7 +108,9 @@ def run_milvus_server(base_dir: Path) -> Iterator[MilvusServerHandle]:
     from milvus import MilvusServer, MilvusServerConfig
 
     port_keys = [k for k in MilvusServerConfig().configurable_items if k.endswith("_port")]
-    ports = dict(zip([*port_keys, "etcd_peer", "metrics"], free_loopback_ports(len(port_keys) + 2), strict=True))
+    ports = dict(
+        zip([*port_keys, "etcd_peer", "metrics"], free_loopback_ports(len(port_keys) + 2), strict=True)
+    )
     etcd_conf = base_dir / "embed-etcd.yaml"
     base_dir.mkdir(parents=True, exist_ok=True)
     client_url = f"http://127.0.0.1:{ports['etcd_port']}"
@@ -116,6 +126,8 @@ def run_milvus_server(base_dir: Path) -> Iterator[MilvusServerHandle]:
         server.config.configs[key] = ports[key]
     for component in ("rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord", "dataNode"):
         server.config.set(f"{component}.ip", "127.0.0.1")
+    for key, value in TEST_SERVER_TUNING.items():
+        server.config.set(key, value)
     # The wheel reads METRICS_PORT from its own attribute, and Milvus maps ETCD_CONFIG_PATH to etcd.config.path.
     server.webservice_port = ports["metrics"]
     server.config.resolve_port = lambda start: (ports["metrics"], socket.socket())
@@ -190,11 +202,13 @@ class StoreBackend:
         return ProductStore(self.uri, collection=self.collection, **kwargs)
 
 
-@pytest.fixture(params=["lite", pytest.param("server", marks=pytest.mark.server)])
-def store_backend(request, tmp_path) -> Iterator[StoreBackend]:
+BACKENDS = ["lite", pytest.param("server", marks=pytest.mark.server)]
+
+
+def _backend(request, path: Path) -> Iterator[StoreBackend]:
     collection = f"t_{uuid.uuid4().hex[:12]}"
     if request.param == "lite":
-        yield StoreBackend("lite", str(tmp_path / "milvus.db"), collection)
+        yield StoreBackend("lite", str(path / "milvus.db"), collection)
         return
     server = request.getfixturevalue("milvus_server")
     yield StoreBackend("server", server.uri, collection, server)
@@ -206,6 +220,18 @@ def store_backend(request, tmp_path) -> Iterator[StoreBackend]:
             client.drop_collection(collection)
     finally:
         client.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def store_backend(request, tmp_path) -> Iterator[StoreBackend]:
+    """A fresh collection per test, on each backend."""
+    yield from _backend(request, tmp_path)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_store_backend(request, tmp_path_factory) -> Iterator[StoreBackend]:
+    """One collection per test module and backend, for read-only tests over a shared catalogue."""
+    yield from _backend(request, tmp_path_factory.mktemp("milvus-module"))
 
 
 @pytest.fixture
@@ -230,7 +256,7 @@ def random_unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def unit_vectors() -> Callable[..., np.ndarray]:
     return random_unit_vectors
 

@@ -106,7 +106,9 @@ def test_non_string_category_is_refused():
 def test_control_character_in_category_is_refused():
     with pytest.raises(InvalidFilterError) as err:
         ProductFilter(category="a\x00b")
-    assert str(err.value) == "invalid filter category='a\\x00b': category contains the control character '\\x00'"
+    assert (
+        str(err.value) == "invalid filter category='a\\x00b': category contains the control character '\\x00'"
+    )
 
 
 def test_empty_category_is_refused():

@@ -474,20 +474,21 @@ class ProductStore:
         field: str = IMAGE_VECTOR,
     ) -> list[Hit]:
         """Top-k products by COSINE similarity of `field` to `vector` (shape (dim,)), best first."""
-        stamp = self._ready()
+        k = _check_k(k)
         if field not in VECTOR_FIELDS:
             raise InvalidQueryError(f"field must be one of {list(VECTOR_FIELDS)}, got {field!r}")
+        expr = self._filter_expr(filters)
+        stamp = self._ready()
         if field == TEXT_VECTOR and not stamp.text_vector:
             raise StoreError(f"collection {self.collection!r} at {self.uri} has no {TEXT_VECTOR} field")
         query = _as_query("vector", vector, stamp.dim)
-        k = _check_k(k)
         with self._call("search"):
             results = self._client.search(
                 self.collection,
                 data=[query.tolist()],
                 anns_field=field,
                 limit=k,
-                filter=self._filter_expr(filters),
+                filter=expr,
                 output_fields=list(SCALAR_FIELDS),
                 search_params=self.index.search_params(k),
                 timeout=self.timeout,
