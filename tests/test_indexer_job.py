@@ -187,6 +187,18 @@ def test_title_vector_falls_back_to_category_then_to_the_image_vector(encoder):
     np.testing.assert_array_equal(out[2], image_vectors[2])
 
 
+def test_title_without_tokens_falls_back_to_the_image_vector_and_spares_the_batch(encoder):
+    job = IndexJob(encoder, store=None, fetcher=None, failure_log=FailureLog(None), progress=False)
+    products = [
+        Product(id="a", image="", title="red phone case"),
+        Product(id="b", image="", title="\u200b"),  # a zero-width space: no tokens at all
+    ]
+    image_vectors = encoder.encode_images([product_image_bytes(i) for i in range(2)])
+    out = job._title_vectors(products, image_vectors)
+    np.testing.assert_allclose(out[0], encoder.encode_texts(["red phone case"])[0], atol=1e-5)
+    np.testing.assert_array_equal(out[1], image_vectors[1])
+
+
 def test_summary_is_one_line_with_counts_failures_and_throughput():
     report = IndexReport(
         indexed=880,

@@ -9,10 +9,11 @@ Entry point: `IndexJob(encoder, store, fetcher, failure_log).run(source) -> Inde
   the batch in flight, and the next run picks up where this one stopped.
 - A bad image or record goes to the failure log and never stops the job.
 
-Title vectors (for hybrid search): each product's title is embedded with `encode_texts`; an untitled product
-uses its main category instead; a product with neither (e.g. the bootcamp subset, which has no metadata) reuses
-its image vector. Visualized BGE puts text and images in one space, so that keeps hybrid search meaningful
-(it degrades to image similarity for that product); a zero vector would be undefined under COSINE.
+Title vectors (for hybrid search): each product's title is embedded with `encode_texts`; an untitled
+product uses its main category instead; a product with neither (e.g. the bootcamp subset, which has no
+metadata) reuses its image vector, as does a title the tokenizer reduces to nothing. Visualized BGE puts text
+and images in one space, so hybrid search stays meaningful (it degrades to image similarity for that
+product); a zero vector would be undefined under COSINE.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mmsearch.errors import ConfigError, InvalidImageError
+from mmsearch.errors import ConfigError, InvalidImageError, InvalidTextError
 from mmsearch.indexer.failures import FailureLog
 from mmsearch.indexer.images import ImageFetcher
 from mmsearch.indexer.sources import Source
@@ -140,7 +141,7 @@ class IndexJob:
         self.progress = progress
         self._store_lock = threading.Lock()  # Milvus Lite clients are not known to be thread-safe
         self._count_lock = threading.Lock()
-        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._text_cache: OrderedDict[str, np.ndarray | None] = OrderedDict()
 
     # -- bookkeeping shared by both threads --------------------------------------------------------------------
 
@@ -249,18 +250,32 @@ class IndexJob:
         texts = [p.title.strip() or p.main_category.strip() for p in products]
         missing = list(dict.fromkeys(t for t in texts if t and t not in self._text_cache))
         if missing:
-            for text, vec in zip(missing, self.encoder.encode_texts(missing), strict=True):
-                self._text_cache[text] = np.asarray(vec, dtype=np.float32)
+            self._embed_texts(missing)
         out = np.empty_like(image_vectors)
         for i, text in enumerate(texts):
+            vec = self._text_cache.get(text) if text else None
+            out[i] = image_vectors[i] if vec is None else vec
             if text:
-                out[i] = self._text_cache[text]
                 self._text_cache.move_to_end(text)
-            else:
-                out[i] = image_vectors[i]
         while len(self._text_cache) > _TEXT_CACHE_SIZE:
             self._text_cache.popitem(last=False)
         return out
+
+    def _embed_texts(self, texts: list[str]) -> None:
+        """Cache the vectors of `texts`; a text the encoder refuses (no tokens) caches None (image fallback)."""
+        try:
+            vectors: list[np.ndarray | None] = list(self.encoder.encode_texts(texts))
+        except InvalidTextError:
+            # One unusable title must not sink the batch: embed one by one and skip the refused ones.
+            vectors = []
+            for text in texts:
+                try:
+                    vectors.append(self.encoder.encode_texts([text])[0])
+                except InvalidTextError as e:
+                    log.info("title vector falls back to the image vector: %s", e)
+                    vectors.append(None)
+        for text, vec in zip(texts, vectors, strict=True):
+            self._text_cache[text] = None if vec is None else np.asarray(vec, dtype=np.float32)
 
     def _write(self, batch: _Batch, report: IndexReport, with_text: bool) -> int:
         t0 = time.perf_counter()
