@@ -226,6 +226,16 @@ def _add_eval(sub) -> None:
     p.add_argument("--rerank", action="store_true", help="also evaluate with reranking")
     p.add_argument("-k", type=_positive_int, default=10)
     p.add_argument("--out", help="write the JSON report here")
+    p.add_argument("--images", help="cirr: the folder holding dev/ (img_raw); fashioniq: the images folder")
+    p.add_argument("--splits", help="image split file (default: ../image_splits/split.<...>.json)")
+    p.add_argument("--gallery", help="mmsearch format: index this source (e.g. products.jsonl) first")
+    p.add_argument("--limit", type=_positive_int, help="evaluate only the first N queries")
+    p.add_argument("--weights", type=_weights, default=(0.7, 0.3), help="IMAGE,TEXT for weighted/fused")
+    p.add_argument("--ranker", choices=["weighted", "rrf"], default="weighted", help="fusion for weighted")
+    p.add_argument("--seed", type=int, default=0, help="synthetic set and bootstrap seed")
+    p.add_argument("--resamples", type=_positive_int, default=1000, help="bootstrap resamples")
+    p.add_argument("--synthetic-products", type=_positive_int, default=60)
+    p.add_argument("--synthetic-queries", type=_positive_int, default=20)
     p.set_defaults(func=_run_eval)
 
 
