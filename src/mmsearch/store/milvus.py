@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -84,16 +85,34 @@ def _lock_holder(path: Path) -> Path | None:
 
 @contextlib.contextmanager
 def _quiet(*names: str) -> Iterator[None]:
-    """Silence library loggers that print tracebacks for failures we turn into one-line errors."""
+    """Silence library loggers (and their children) that print tracebacks for failures we report in one line."""
     loggers = [logging.getLogger(n) for n in names]
-    saved = [lg.disabled for lg in loggers]
+    saved = [lg.level for lg in loggers]
     for lg in loggers:
-        lg.disabled = True
+        lg.setLevel(logging.CRITICAL + 1)
     try:
         yield
     finally:
-        for lg, was in zip(loggers, saved, strict=True):
-            lg.disabled = was
+        for lg, level in zip(loggers, saved, strict=True):
+            lg.setLevel(level)
+
+
+# Milvus Lite keeps a database open (and locked) for the whole process, even after its clients close. We count
+# our stores per path and release the database when the last one closes, so another process can open it.
+_lite_open: dict[str, int] = {}
+_lite_guard = threading.Lock()
+
+
+def _release_lite(path: str) -> None:
+    with _lite_guard:
+        _lite_open[path] -= 1
+        if _lite_open[path] > 0:
+            return
+        del _lite_open[path]
+    with contextlib.suppress(Exception), _quiet("milvus_lite"):
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(path)
 
 
 def _truncate_utf8(text: str, max_bytes: int) -> str:
@@ -209,6 +228,8 @@ class ProductStore:
         self.timeout = float(timeout)
         self.index = IndexConfig.for_type(index_type)
         self.is_server = is_server_uri(uri)
+        self._closed = False
+        self._lite_path: str | None = None
         self._client = self._connect_server(token) if self.is_server else self._open_lite()
         self._stamp: EncoderStamp | None = None
         self._loaded = False
@@ -233,11 +254,19 @@ class ProductStore:
             ) from None
 
     def _open_lite(self) -> MilvusClient:
+        if not self.uri.endswith(".db"):
+            raise StoreError(
+                f"Milvus Lite path {self.uri!r} must end with .db; for a server use a URI like http://host:19530"
+            )
         path = Path(self.uri).expanduser().resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with _quiet("pymilvus", "milvus_lite"):
-                return MilvusClient(str(path), timeout=self.timeout, dedicated=True)
+            with _quiet("pymilvus", "milvus_lite", "grpc"):
+                client = MilvusClient(str(path), timeout=self.timeout, dedicated=True)
+            with _lite_guard:
+                _lite_open[str(path)] = _lite_open.get(str(path), 0) + 1
+            self._lite_path = str(path)
+            return client
         except MilvusException as err:
             lock = _lock_holder(path)
             if lock is not None:
@@ -359,7 +388,8 @@ class ProductStore:
                 description=stamp.description(),
                 timeout=self.timeout,
             )
-            self._client.create_index(self.collection, index_params, timeout=self.timeout)
+            # sync=False: the collection is empty, and waiting polls AllocTimestamp, which Milvus Lite lacks.
+            self._client.create_index(self.collection, index_params, timeout=self.timeout, sync=False)
         self._loaded = False
         self._load()
         self._stamp = stamp
@@ -582,8 +612,14 @@ class ProductStore:
         self._loaded = False
 
     def close(self) -> None:
+        """Close the connection; a Lite database is released once this process's last store on it closes."""
+        if self._closed:
+            return
+        self._closed = True
         with contextlib.suppress(Exception):
             self._client.close()
+        if self._lite_path is not None:
+            _release_lite(self._lite_path)
 
     def __enter__(self) -> ProductStore:
         return self
