@@ -174,6 +174,7 @@ class VisualizedBGEEncoder:
         Raises:
             ConfigError: unknown variant, device or dtype. ModelLoadError: files missing or not matching.
         """
+        resolve_dtype(dtype, resolve_device(device))  # fail on a bad device/dtype before loading anything
         if variant not in ENCODER_VARIANTS:
             raise ConfigError(
                 f"unknown encoder variant {variant!r}; expected one of {sorted(ENCODER_VARIANTS)}"

@@ -82,8 +82,10 @@ class VisualizedBGE(nn.Module):
             raise ModelLoadError(f"not a Visualized BGE checkpoint: tensor {e.args[0]!r} is missing") from e
         except ValueError as e:
             raise ModelLoadError(f"checkpoint does not match the text model config: {e}") from e
-        model = cls(config)
-        load_strict(model, state_dict)
+        # Built on the meta device and filled by assignment: no random init, no second copy of the weights.
+        with torch.device("meta"):
+            model = cls(config)
+        load_strict(model, state_dict, assign=True)
         return model.eval()
 
     def image_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -137,8 +139,11 @@ class VisualizedBGE(nn.Module):
         return F.normalize(hidden[:, 0].float(), dim=-1)
 
 
-def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
-    """`load_state_dict(strict=True)` with a one-paragraph `ModelLoadError` instead of PyTorch's wall of names."""
+def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], *, assign: bool = False) -> None:
+    """`load_state_dict(strict=True)` with a one-paragraph `ModelLoadError` instead of PyTorch's wall of names.
+
+    `assign=True` makes the module adopt the given tensors (needed when it was built on the meta device).
+    """
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -156,7 +161,7 @@ def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
         raise ModelLoadError(
             "checkpoint does not match the Visualized BGE architecture; " + "; ".join(problems)
         )
-    model.load_state_dict(state_dict, strict=True)
+    model.load_state_dict(state_dict, strict=True, assign=assign)
 
 
 __all__ = ["VisualizedBGE", "VisualizedBGEConfig", "load_strict"]
