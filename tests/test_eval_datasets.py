@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from eval_support import CIRR_NAMES, FIQ_NAMES, make_cirr, make_fashioniq, png
 
 from mmsearch.errors import DataSourceError
 from mmsearch.evaluation.datasets import (
@@ -20,12 +20,6 @@ from mmsearch.evaluation.synthetic import generate_synthetic_set
 from mmsearch.indexer.sources import open_source
 
 
-def _png(path: Path, colour=(200, 30, 30)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (8, 8), colour).save(path)
-    return path
-
-
 def _lines(path: Path, *records) -> Path:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
     return path
@@ -35,7 +29,7 @@ def _lines(path: Path, *records) -> Path:
 
 
 def test_jsonl_reads_graded_and_listed_relevance_with_relative_images(tmp_path):
-    _png(tmp_path / "q" / "a.png")
+    png(tmp_path / "q" / "a.png")
     path = _lines(
         tmp_path / "queries.jsonl",
         {"id": "one", "image": "q/a.png", "instruction": " a mug like this ", "relevant": {"P1": 2, "P2": 1}},
@@ -104,41 +98,6 @@ def test_jsonl_empty_file_is_refused(tmp_path):
 
 
 # -- CIRR -------------------------------------------------------------------------------------------------------
-
-CIRR_NAMES = ["dev-1-0-img0", "dev-1-0-img1", "dev-2-3-img0", "dev-7-1-img1"]
-
-
-def make_cirr(root: Path, entries=None, *, with_images=True) -> Path:
-    """A miniature `cirr/` tree: captions/cap.rc2.val.json, image_splits/split.rc2.val.json, img_raw/dev/*.png."""
-    (root / "captions").mkdir(parents=True)
-    (root / "image_splits").mkdir()
-    split = {name: f"./dev/{name}.png" for name in CIRR_NAMES}
-    (root / "image_splits" / "split.rc2.val.json").write_text(json.dumps(split, indent=1))
-    if with_images:
-        for i, name in enumerate(CIRR_NAMES):
-            _png(root / "img_raw" / "dev" / f"{name}.png", (40 * i, 90, 200 - 40 * i))
-    if entries is None:
-        entries = [
-            {
-                "pairid": 11,
-                "reference": "dev-1-0-img0",
-                "target_hard": "dev-2-3-img0",
-                "target_soft": {"dev-2-3-img0": 1.0},
-                "caption": "make the dog sit on a red sofa",
-                "img_set": {"id": 3, "members": CIRR_NAMES, "reference_rank": 0, "target_rank": 2},
-            },
-            {
-                "pairid": 12,
-                "reference": "dev-7-1-img1",
-                "target_hard": "dev-1-0-img1",
-                "target_soft": {"dev-1-0-img1": 1.0},
-                "caption": "show two of them at night",
-                "img_set": {"id": 4, "members": CIRR_NAMES, "reference_rank": 3, "target_rank": 1},
-            },
-        ]
-    captions = root / "captions" / "cap.rc2.val.json"
-    captions.write_text(json.dumps(entries, indent=4))
-    return captions
 
 
 def test_cirr_loads_queries_targets_and_gallery(tmp_path):
@@ -217,30 +176,6 @@ def test_cirr_split_must_map_names_to_paths(tmp_path):
 
 # -- FashionIQ --------------------------------------------------------------------------------------------------
 
-FIQ_NAMES = ["B00A1", "B00B2", "B00C3"]
-
-
-def make_fashioniq(root: Path, entries=None) -> Path:
-    """A miniature FashionIQ tree: captions/cap.dress.val.json, image_splits/split.dress.val.json, images/."""
-    (root / "captions").mkdir(parents=True)
-    (root / "image_splits").mkdir()
-    (root / "image_splits" / "split.dress.val.json").write_text(json.dumps(FIQ_NAMES))
-    _png(root / "images" / "B00A1.png")
-    _png(root / "images" / "B00B2.jpg", (10, 10, 10))
-    _png(root / "images" / "B00C3.png", (10, 200, 10))
-    if entries is None:
-        entries = [
-            {
-                "target": "B00B2",
-                "candidate": "B00A1",
-                "captions": ["is black and shorter.", " has no sleeves"],
-            },
-            {"target": "B00C3", "candidate": "B00B2", "captions": ["is green", ""]},
-        ]
-    captions = root / "captions" / "cap.dress.val.json"
-    captions.write_text(json.dumps(entries, indent=4))
-    return captions
-
 
 def test_fashioniq_joins_captions_and_finds_png_or_jpg(tmp_path):
     es = load_fashioniq(make_fashioniq(tmp_path / "fiq"))
@@ -290,7 +225,7 @@ def test_fashioniq_missing_captions_file_is_named(tmp_path):
 
 
 def test_gallery_jsonl_is_read_by_the_indexer_as_one_product_per_image(tmp_path):
-    img = _png(tmp_path / "img" / "x.png")
+    img = png(tmp_path / "img" / "x.png")
     path = write_gallery_jsonl(
         [GalleryItem("dev-1", str(img), title="a dog", main_category="cirr")], tmp_path / "g.jsonl"
     )
