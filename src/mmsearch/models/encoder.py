@@ -132,7 +132,7 @@ class VisualizedBGEEncoder:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.model = model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.batch_size = batch_size
