@@ -296,3 +296,13 @@ def test_unknown_variant_is_refused(tiny_dir):
 def test_zero_batch_size_is_refused(tiny_dir):
     with pytest.raises(ConfigError, match="batch_size must be >= 1, got 0"):
         tiny_visual_bge_encoder(tiny_dir, batch_size=0)
+
+
+def test_concurrent_calls_from_threads_match_sequential(encoder, images):
+    from concurrent.futures import ThreadPoolExecutor
+
+    pairs = [(images[i % 5], TEXTS[(i * 2) % 5]) for i in range(8)]
+    sequential = [encoder.encode_multimodal([img], [t]) for img, t in pairs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        threaded = list(pool.map(lambda p: encoder.encode_multimodal([p[0]], [p[1]]), pairs))
+    np.testing.assert_allclose(np.concatenate(threaded), np.concatenate(sequential), rtol=0, atol=ATOL)

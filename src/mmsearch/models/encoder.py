@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -134,6 +135,8 @@ class VisualizedBGEEncoder:
         self.dtype = resolve_dtype(dtype, self.device)
         self.model = model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
         self.tokenizer = tokenizer
+        # Fast tokenizers can fail with "Already borrowed" when one instance is used from several threads.
+        self._tokenizer_lock = threading.Lock()
         self.model_id = model_id
         self.batch_size = batch_size
         self.max_image_pixels = max_image_pixels
@@ -265,7 +268,8 @@ class VisualizedBGEEncoder:
                 raise InvalidTextError(
                     f"texts[{i}] is empty; expected non-blank text (use encode_images for images alone)"
                 )
-        ids = self.tokenizer(list(texts), add_special_tokens=True, verbose=False)["input_ids"]
+        with self._tokenizer_lock:
+            ids = self.tokenizer(list(texts), add_special_tokens=True, verbose=False)["input_ids"]
         out = []
         for i, row in enumerate(ids):
             if not allow_empty and len(row) <= 2:
