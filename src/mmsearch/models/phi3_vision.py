@@ -358,6 +358,7 @@ class Phi3VisionForCausalLM(Phi3PreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor,
         past_key_values: Cache | None = None,
         pixel_values: torch.Tensor | None = None,
+        image_sizes: torch.Tensor | None = None,
         **kwargs,
     ):
         # As transformers' Phi3ForCausalLM: the first time the sequence passes original_max_position_embeddings,
@@ -372,6 +373,7 @@ class Phi3VisionForCausalLM(Phi3PreTrainedModel, GenerationMixin):
         fed = inputs.get("input_ids")
         if pixel_values is not None and fed is not None and fed.shape[1] == input_ids.shape[1]:
             inputs["pixel_values"] = pixel_values
+            inputs["image_sizes"] = image_sizes
         return inputs
 
 
