@@ -1,0 +1,181 @@
+"""Query latency through `SearchPipeline`: p50/p95 of embed, search, rerank and total per retrieval mode.
+
+Run: `python benchmarks/query_latency.py --n-vectors 10000 --queries 30 --out benchmarks/out/query_latency.json`
+(add `--full-size` for the full-size random-weight Visualized BGE base encoder, `--rerank baseline|phi3` to add a
+reranker: the retrieval-order baseline or the tiny random Phi-3 Vision). The collection is Milvus Lite in a temp
+dir, filled with N random unit vectors (the stored vectors' values don't change search cost); queries are the
+synthetic swatch + instruction pairs. Random weights measure speed only, never search quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmsearch.config import Settings
+from mmsearch.evaluation.synthetic import generate_synthetic_set
+from mmsearch.pipelines import SearchPipeline, SearchRequest
+from mmsearch.retriever import Retriever
+from mmsearch.store import ProductStore
+from mmsearch.testing import tiny_visual_bge_encoder
+from mmsearch.types import Product
+
+STAGES = ("encode_ms", "search_ms", "rerank_ms", "rerank_prefill_ms", "rerank_decode_ms", "total_ms")
+
+
+def full_size_encoder(tmp: Path, device: str):
+    """The official base geometry with random init (built like benchmarks/encode_throughput.py does)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from encode_throughput import build_encoder
+
+    return build_encoder(device, "auto", 32, tmp)
+
+
+def fill_collection(store: ProductStore, encoder, n: int, batch: int = 2000) -> float:
+    """Create the collection for `encoder` and upsert `n` random unit vectors with product-like rows; seconds."""
+    store.ensure_collection(encoder_id=encoder.model_id, dim=encoder.dim, with_text_vector=True)
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    for lo in range(0, n, batch):
+        m = min(batch, n - lo)
+        vecs = rng.normal(size=(2, m, encoder.dim)).astype(np.float32)  # (image|title, m, dim)
+        vecs /= np.linalg.norm(vecs, axis=2, keepdims=True)
+        products = [
+            Product(
+                id=f"R{lo + i:07d}:0",
+                image="",
+                title=f"random product {lo + i}",
+                main_category=("Cell Phones & Accessories", "Amazon Home", "AMAZON FASHION")[(lo + i) % 3],
+                price=float(5 + (lo + i) % 50),
+                parent_asin=f"R{lo + i:07d}",
+            )
+            for i in range(m)
+        ]
+        store.upsert(products, vecs[0], vecs[1])
+    return time.perf_counter() - start
+
+
+def build_reranker(kind: str, tmp: Path):
+    if kind == "none":
+        return None
+    if kind == "baseline":
+        from mmsearch.reranker.base import RetrievalOrderReranker
+
+        return RetrievalOrderReranker()
+    from mmsearch.pipelines.factory import build_reranker as factory_reranker
+
+    return factory_reranker(Settings(smoke=True, cache_dir=tmp / "cache", device="cpu"))
+
+
+def summarise(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    out = {}
+    for stage in STAGES:
+        values = [r[stage] for r in rows if stage in r]
+        if values:
+            out[stage] = {
+                "p50": round(float(np.percentile(values, 50)), 2),
+                "p95": round(float(np.percentile(values, 95)), 2),
+                "mean": round(float(np.mean(values)), 2),
+            }
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-vectors", type=int, default=10_000, help="rows in the Lite collection")
+    parser.add_argument("--queries", type=int, default=30, help="timed queries per mode")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--modes", default="joint,weighted,fused")
+    parser.add_argument(
+        "--full-size", action="store_true", help="full-size random-weight encoder (base geometry)"
+    )
+    parser.add_argument("--rerank", choices=["none", "baseline", "phi3"], default="none")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--out", help="also write the JSON here")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+
+    with tempfile.TemporaryDirectory(prefix="mmsearch-qlat-") as tmp_name:
+        tmp = Path(tmp_name)
+        t0 = time.perf_counter()
+        if args.full_size:
+            encoder = full_size_encoder(tmp, args.device)
+        else:
+            encoder = tiny_visual_bge_encoder(tmp / "bge", device=args.device)
+        build_s = time.perf_counter() - t0
+        syn = generate_synthetic_set(tmp / "queries", n_products=1, n_queries=args.queries + args.warmup)
+        store = ProductStore(str(tmp / "bench.db"), collection="query_latency")
+        try:
+            fill_s = fill_collection(store, encoder, args.n_vectors)
+            pipeline = SearchPipeline(
+                Retriever(encoder, store), build_reranker(args.rerank, tmp), max_k=max(args.k, 50), smoke=True
+            )
+            results = {}
+            for mode in modes:
+                rows, statuses = [], Counter()
+                for i, q in enumerate(syn.eval_set.queries):
+                    request = SearchRequest(
+                        image=q.image,
+                        instruction=q.instruction,
+                        k=args.k,
+                        mode=mode,
+                        rerank=args.rerank != "none",
+                    )
+                    result = pipeline.run(request)
+                    if i >= args.warmup:
+                        rows.append(result.timings)
+                        statuses[result.rerank_status] += 1
+                results[mode] = {
+                    "n": len(rows),
+                    "timings_ms": summarise(rows),
+                    "rerank_status": dict(statuses),
+                }
+        finally:
+            store.close()
+
+    report = {
+        "benchmark": "query_latency",
+        "note": "random weights: speed only, never search quality",
+        "encoder": "full-size random (base geometry)" if args.full_size else "tiny random",
+        "encoder_id": encoder.model_id,
+        "dim": encoder.dim,
+        "reranker": args.rerank,
+        "n_vectors": args.n_vectors,
+        "k": args.k,
+        "queries_per_mode": args.queries,
+        "warmup": args.warmup,
+        "device": args.device,
+        "torch_threads": torch.get_num_threads(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "setup_s": {"encoder_build": round(build_s, 2), "fill_collection": round(fill_s, 2)},
+        "modes": results,
+        "command": "python benchmarks/query_latency.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
