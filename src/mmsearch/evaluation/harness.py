@@ -118,6 +118,8 @@ class EvalReport:
         lines.append(
             f"dataset {self.dataset}: {self.n_queries} queries, k={self.k}, rerank {'on' if self.rerank else 'off'}"
         )
+        if self.settings.get("dataset_note"):
+            lines.append(f"note: {self.settings['dataset_note']}")
         if self.k < 10:
             lines.append(f"note: k={self.k} < 10, so the @10 metrics only see the top {self.k}")
         head = f"{'mode':<9} {'ranking':<10}" + "".join(f"{SHORT_NAMES[m]:>9}" for m in METRIC_NAMES)

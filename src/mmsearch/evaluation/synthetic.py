@@ -278,7 +278,13 @@ def generate_synthetic_set(
         name="synthetic",
         queries=queries,
         source=str(products_jsonl),
-        info={"seed": seed, "n_products": n_products, "n_queries": n_queries, "root": str(root)},
+        info={
+            "seed": seed,
+            "n_products": n_products,
+            "n_queries": n_queries,
+            "root": str(root),
+            "note": "procedurally drawn products and swatches: a sanity check, not a benchmark of real photos",
+        },
     )
     return SyntheticSet(root, products_jsonl, queries_jsonl, products, eval_set)
 
