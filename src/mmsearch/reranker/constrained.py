@@ -1,0 +1,242 @@
+"""Constrained decoding of the ranking JSON with outlines_core: a transformers `LogitsProcessor` that masks every
+token the per-request schema (`schema.ranking_schema`) does not allow, and also any id already used in the
+ranking, so the array is a permutation by construction. Entry point: `RankingConstraint.build(tokenizer, k, ...)`.
+
+Costs: the outlines_core `Vocabulary` (token -> bytes) is built once per tokenizer and cached; the regex `Index`
+changes with k and the reasons bound, so it is cached per (tokenizer, k, bound) as well; building it is measured
+by `benchmarks/rerank_latency.py` (`index_build_ms`). Per step the mask costs one bitmask write and an unpack.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+
+import torch
+from outlines_core import Guide, Index, Vocabulary
+from outlines_core.json_schema import build_regex_from_schema
+from transformers import LogitsProcessor
+
+from mmsearch.errors import RerankError
+from mmsearch.reranker.schema import candidate_ids, max_output_chars, ranking_schema
+
+_BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+_SPIECE_SPACE = "\u2581"  # "▁", sentencepiece's word-start marker
+
+
+@dataclass(frozen=True)
+class TokenTable:
+    """What each token id emits as bytes (None for special tokens), and the outlines_core vocabulary."""
+
+    token_bytes: list[bytes | None]
+    vocabulary: Vocabulary
+    eos_token_id: int
+
+
+def _byte_level_decoder() -> dict[str, int]:
+    """GPT-2 byte-level BPE: the printable stand-in character for each byte value."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+def _token_bytes(tokenizer) -> list[bytes | None]:
+    """Bytes emitted by every token id; special and added tokens map to None (never allowed by the constraint)."""
+    vocab = tokenizer.get_vocab()
+    size = max(vocab.values()) + 1
+    decoder = json.loads(tokenizer.backend_tokenizer.to_str()).get("decoder") or {}
+    byte_level = "ByteLevel" in json.dumps(decoder)
+    byte_map = _byte_level_decoder() if byte_level else {}
+    special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    table: list[bytes | None] = [None] * size
+    for token, idx in vocab.items():
+        if idx in special:
+            continue
+        if byte_level:
+            try:
+                data = bytes(byte_map[c] for c in token)
+            except KeyError:
+                continue
+        elif m := _BYTE_TOKEN.match(token):
+            data = bytes([int(m.group(1), 16)])
+        else:
+            data = token.replace(_SPIECE_SPACE, " ").encode("utf-8")
+        if data:
+            table[idx] = data
+    return table
+
+
+_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_INDEXES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def token_table(tokenizer, eos_token_id: int) -> TokenTable:
+    """The cached `TokenTable` of a tokenizer, with `eos_token_id` as the one token that ends an answer."""
+    with _LOCK:
+        per_tok = _TABLES.setdefault(tokenizer, {})
+        if eos_token_id not in per_tok:
+            table = _token_bytes(tokenizer)
+            grouped: dict[bytes, list[int]] = {}
+            for idx, data in enumerate(table):
+                if data is not None and idx != eos_token_id:
+                    grouped.setdefault(data, []).append(idx)
+            per_tok[eos_token_id] = TokenTable(table, Vocabulary(eos_token_id, grouped), eos_token_id)
+        return per_tok[eos_token_id]
+
+
+def ranking_regex(k: int, max_reasons_chars: int) -> str:
+    """The schema as a regex, with no whitespace between JSON tokens and an optional leading space
+    (sentencepiece models often start a reply with a "▁{" token)."""
+    schema = json.dumps(ranking_schema(k, max_reasons_chars))
+    return "[ ]?" + build_regex_from_schema(schema, whitespace_pattern="")
+
+
+def ranking_index(tokenizer, table: TokenTable, k: int, max_reasons_chars: int) -> tuple[Index, float]:
+    """The cached outlines_core `Index` for (tokenizer, eos, k, bound), and the ms spent building it (0 if cached)."""
+    key = (table.eos_token_id, k, max_reasons_chars)
+    with _LOCK:
+        cached = _INDEXES.setdefault(tokenizer, {}).get(key)
+    if cached is not None:
+        return cached, 0.0
+    t0 = time.perf_counter()
+    index = Index(ranking_regex(k, max_reasons_chars), table.vocabulary)
+    build_ms = (time.perf_counter() - t0) * 1e3
+    with _LOCK:
+        _INDEXES[tokenizer][key] = index
+    return index, build_ms
+
+
+def token_budget(k: int, max_reasons_chars: int) -> int:
+    """max_new_tokens that always lets the JSON close: one token per character at worst, plus the end token."""
+    return 1 + max_output_chars(k, max_reasons_chars) + 1
+
+
+def reasons_bound_for(k: int, max_new_tokens: int, cap: int) -> int:
+    """The largest reasons bound (<= cap) whose worst case still fits `max_new_tokens`."""
+    room = max_new_tokens - token_budget(k, 0)
+    if room < 0:
+        raise RerankError(
+            f"max_new_tokens={max_new_tokens} cannot fit a ranking of {k} candidates; "
+            f"need at least {token_budget(k, 0)}"
+        )
+    return min(cap, room)
+
+
+@dataclass
+class RankingConstraint(LogitsProcessor):
+    """Masks logits to the ranking schema for one generate call (batch size 1); records when decoding starts.
+
+    `first_call_at` is the perf_counter time of the first call, i.e. right after the prefill forward pass.
+    """
+
+    index: Index
+    table: TokenTable
+    k: int
+    index_build_ms: float = 0.0
+    first_call_at: float | None = None
+    steps: int = 0
+    _guide: Guide | None = field(default=None, repr=False)
+    _bitmask: torch.Tensor | None = field(default=None, repr=False)
+    _generated: bytearray = field(default_factory=bytearray, repr=False)
+
+    @classmethod
+    def build(cls, tokenizer, k: int, *, eos_token_id: int, max_reasons_chars: int) -> RankingConstraint:
+        table = token_table(tokenizer, eos_token_id)
+        index, build_ms = ranking_index(tokenizer, table, k, max_reasons_chars)
+        return cls(index=index, table=table, k=k, index_build_ms=build_ms)
+
+    def _emitted(self, token_id: int) -> bytes:
+        if 0 <= token_id < len(self.table.token_bytes):
+            return self.table.token_bytes[token_id] or b""
+        return b""
+
+    def text(self) -> str:
+        """What the constrained tokens spelled so far."""
+        return self._generated.decode("utf-8", errors="replace")
+
+    def spell(self, token_ids: list[int]) -> str:
+        """The text of generated token ids as this constraint reads them (special tokens spell nothing)."""
+        return b"".join(self._emitted(i) for i in token_ids).decode("utf-8", errors="replace")
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[0] != 1:
+            raise RerankError(f"RankingConstraint handles batch size 1, got {input_ids.shape[0]}")
+        vocab_size = scores.shape[-1]
+        if self._guide is None:
+            self.first_call_at = time.perf_counter()
+            self._guide = Guide(self.index)
+            self._bitmask = torch.zeros((1, (vocab_size + 31) // 32), dtype=torch.int32)
+        else:
+            last = int(input_ids[0, -1])
+            if not self._guide.is_finished():
+                self._guide.advance(token_id=last, return_tokens=False)
+            self._generated += self._emitted(last)
+        self.steps += 1
+        self._guide.write_mask_into(
+            self._bitmask.data_ptr(), self._bitmask.numel(), self._bitmask.element_size()
+        )
+        # (1, words) int32 -> (1, words, 32) bits -> (vocab,) bool
+        bits = (self._bitmask.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1
+        allowed = bits.view(-1)[:vocab_size].bool()
+        allowed = self._only_unused_ids(allowed)
+        return scores.masked_fill(~allowed.to(scores.device), float("-inf"))
+
+    def _only_unused_ids(self, allowed: torch.Tensor) -> torch.Tensor:
+        """Inside the ranking array, forbid tokens that would repeat an id already ranked."""
+        text = self.text()
+        start = text.find("[")
+        if start < 0 or "]" in text[start:]:
+            return allowed
+        items = text[start + 1 :].split(",")
+        used, partial = set(items[:-1]), items[-1].strip()
+        remaining = [str(i) for i in candidate_ids(self.k) if str(i) not in used]
+        keep = allowed.clone()
+        for token_id in torch.nonzero(allowed).flatten().tolist():
+            if not _extends_unused(self._emitted(token_id).decode("latin-1"), partial, remaining):
+                keep[token_id] = False
+        # The schema always leaves a way to finish with unused ids; never mask everything if a vocab lacks it.
+        return keep if bool(keep.any()) else allowed
+
+
+def _extends_unused(piece: str, partial: str, remaining: list[str]) -> bool:
+    """Whether appending `piece` to the id being written keeps every completed id unused and distinct."""
+    remaining = list(remaining)
+    for ch in piece:
+        if ch.isdigit():
+            partial += ch
+            if not any(r.startswith(partial) for r in remaining):
+                return False
+        elif ch in ",]":
+            if partial not in remaining:
+                return False
+            remaining.remove(partial)
+            partial = ""
+            if ch == "]":
+                return True
+    return True
+
+
+__all__ = [
+    "RankingConstraint",
+    "TokenTable",
+    "ranking_index",
+    "ranking_regex",
+    "reasons_bound_for",
+    "token_budget",
+    "token_table",
+]
