@@ -88,7 +88,7 @@ def _index_gallery(eval_set: EvalSet, settings: Settings, encoder) -> None:
 def run_eval_command(args: argparse.Namespace, settings: Settings) -> int:
     """Evaluate the query set named by `args` with the models and Milvus named by `settings`."""
     from mmsearch.pipelines import SearchPipeline
-    from mmsearch.pipelines.factory import SMOKE_BANNER, build_encoder, build_reranker, build_store
+    from mmsearch.pipelines.factory import build_encoder, build_reranker, build_store
     from mmsearch.retriever import QueryEncoder, Retriever
 
     if not args.queries:
@@ -99,8 +99,6 @@ def run_eval_command(args: argparse.Namespace, settings: Settings) -> int:
     modes = parse_modes(args.modes)
     if args.k > settings.max_k:
         raise ConfigError(f"-k {args.k} is above the limit of {settings.max_k} (MMSEARCH_MAX_K)")
-    if settings.smoke:
-        print(f"*** {SMOKE_BANNER} ***", file=sys.stderr, flush=True)
     eval_set, collection = load_eval_set(args, settings)
     if getattr(args, "collection", None) is None and collection is not None:
         settings = settings.model_copy(update={"collection": collection})
