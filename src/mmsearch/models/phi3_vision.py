@@ -204,11 +204,6 @@ class Phi3HDImageEmbedding(nn.Module):
         newline = self.sub_GN.reshape(1, 1, -1).expand(h, 1, -1)  # (H, 1, 4C)
         return torch.cat([grid_feats, newline], dim=1).reshape(-1, grid_feats.shape[-1])
 
-    def num_tokens(self, height: int, width: int) -> int:
-        """Image tokens for an HD image of `height` x `width` pixels (multiples of the crop size)."""
-        h, w, g2 = height // self.crop_size, width // self.crop_size, self.grid // 2
-        return (h * w + 1) * g2 * g2 + 1 + (h + 1) * g2
-
     def forward(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
         """pixel_values (n_images, 1 + max_crops, 3, S, S), image_sizes (n_images, 2) -> (total image tokens, hidden)."""
         if pixel_values.ndim != 5 or image_sizes is None or len(image_sizes) != pixel_values.shape[0]:
