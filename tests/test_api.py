@@ -452,7 +452,7 @@ class _Exploding:
         raise RuntimeError("secret internal detail /etc/passwd")
 
 
-def test_unexpected_error_returns_generic_500_without_traceback(indexed):
+def test_unexpected_error_returns_generic_500_without_traceback(indexed, caplog):
     _, settings = indexed
     app = create_app(
         settings, pipeline_factory=lambda s: _Exploding(SearchPipeline.from_settings(s, with_reranker=False))
@@ -464,6 +464,9 @@ def test_unexpected_error_returns_generic_500_without_traceback(indexed):
     assert body["error"] == "internal_error"
     assert body["message"].startswith("internal server error (incident ")
     assert "secret" not in resp.text and "Traceback" not in resp.text
+    incident = body["message"].split("incident ")[1].split(")")[0]
+    logged = [r for r in caplog.records if r.name == "mmsearch.api" and incident in r.getMessage()]
+    assert logged and logged[0].exc_info is not None, "the server log must carry the traceback"
 
 
 # ---------------------------------------------------------------- concurrency

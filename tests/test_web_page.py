@@ -17,6 +17,8 @@ import pytest
 from api_support import index_demo_catalog, running_server
 
 from mmsearch.api.app import create_app
+from mmsearch.pipelines import SearchPipeline
+from mmsearch.reranker.base import RetrievalOrderReranker
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -63,11 +65,18 @@ def chromium_path() -> str:
     return find_or_install_chromium()
 
 
+def with_baseline_reranker(settings) -> SearchPipeline:
+    """The real pipeline plus the retrieval-order reranker, so the page's rerank panel has something to show."""
+    pipeline = SearchPipeline.from_settings(settings, with_reranker=False)
+    pipeline.reranker = RetrievalOrderReranker()
+    return pipeline
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("web")
     catalog, settings = index_demo_catalog(root, smoke_cache=tmp_path_factory.getbasetemp() / "smoke-cache")
-    with running_server(create_app(settings, with_reranker=False)) as url:
+    with running_server(create_app(settings, pipeline_factory=with_baseline_reranker)) as url:
         yield url, catalog
 
 
@@ -127,3 +136,20 @@ def test_page_shows_server_error_message(served, page):
     assert "422" in text and "invalid_query" in text
     assert "a query needs an image, an instruction, or both; got neither" in text
     assert page.locator(".grid .card").count() == 0
+
+
+def test_page_rerank_toggle_shows_reranker_status_and_reasons(served, page):
+    url, catalog = served
+    page.goto(url + "/", wait_until="load")
+    page.wait_for_selector("#health.ok", timeout=30_000)
+    page.fill("#instruction", "phone case with this image theme")
+    page.fill("#k", "4")
+    page.click("label.switch")  # what a user clicks; the checkbox itself is visually hidden
+    assert page.locator("#rerank").is_checked()
+    page.click("#search-btn")
+    page.wait_for_selector("#rerank-box:not([hidden])", timeout=60_000)
+    assert page.locator("#rerank-status").inner_text().lower() == "ok"
+    assert page.locator("#rerank-reasons").inner_text() == "retrieval order"
+    assert page.locator(".grid .card").count() == 4
+    assert page.locator(".grid .card .move").count() == 0, "retrieval order moves nothing"
+    assert "reranked (0 moved)" in page.locator("#summary-text").inner_text()
