@@ -19,7 +19,7 @@ from mmsearch.reranker.base import Reranker, RerankQuery, RerankResult, result_i
 from mmsearch.reranker.constrained import RankingConstraint, reasons_bound_for, token_budget
 from mmsearch.reranker.panel import MAX_CANDIDATES, panel_side_for, render_panel
 from mmsearch.reranker.prompt import build_prompt
-from mmsearch.reranker.schema import MAX_REASONS_CHARS, check_output
+from mmsearch.reranker.schema import MAX_REASONS_CHARS, check_output, resolve_attempts
 from mmsearch.types import Hit
 
 # The retry keeps only a short reasons string: the likeliest cause of an unusable answer is running out of tokens.
@@ -166,16 +166,8 @@ class Phi3VisionReranker(Reranker):
             if tries[-1][1].verdict != "invalid":
                 break
         check = tries[-1][1]
-        notes = []
-        if len(tries) > 1:
-            notes.append(f"first answer unusable ({tries[0][1].note}); retried once with short reasons")
-        if check.verdict == "invalid":
-            status, head_order = "fallback", list(range(k))
-            notes.append(f"retry unusable too ({check.note}); kept retrieval order")
-        else:
-            status, head_order = ("repaired" if check.verdict == "repaired" else "ok"), check.order
-            if check.note:
-                notes.append(check.note)
+        status, head_order, note = resolve_attempts([c for _, c in tries], k)
+        notes = [note] if note else []
         if tail:
             notes.append(
                 f"only the first {k} of {len(hits)} hits were reranked; the rest keep retrieval order"
@@ -187,7 +179,7 @@ class Phi3VisionReranker(Reranker):
             status=status,
             reason="; ".join(notes) or None,
             raw_output="\n---\n".join(raw for raw, _ in tries),
-            reasons=check.reasons,
+            reasons=check.reasons if status != "fallback" else "",
             timings=timings,
             stats=stats,
         )

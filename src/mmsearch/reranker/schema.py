@@ -118,7 +118,10 @@ def _as_id(item: Any, k: int) -> int | None:
 
 
 def _short(values: list[Any], limit: int = 8) -> str:
-    shown = ", ".join(json.dumps(v)[:20] if not isinstance(v, int) else str(v) for v in values[:limit])
+    shown = ", ".join(
+        str(v) if isinstance(v, int) and not isinstance(v, bool) else json.dumps(v)[:20]
+        for v in values[:limit]
+    )
     return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
 
 
@@ -189,6 +192,29 @@ def check_output(raw: str | None, k: int, *, max_reasons_chars: int = MAX_REASON
     return OutputCheck("repaired", order, reasons, "; ".join(notes))
 
 
+def resolve_attempts(
+    checks: list[OutputCheck], k: int
+) -> tuple[Literal["ok", "repaired", "fallback"], list[int], str | None]:
+    """Final decision over one answer and at most one retry: (status, 0-based order of all k, note).
+
+    The last check decides; an unusable last answer means retrieval order with status "fallback".
+    """
+    if not checks:
+        raise ValueError("resolve_attempts needs at least one checked answer")
+    last, notes = checks[-1], []
+    if len(checks) > 1:
+        notes.append(f"first answer unusable ({checks[0].note}); retried once with short reasons")
+    if last.verdict == "invalid":
+        notes.append(
+            f"{'retry' if len(checks) > 1 else 'answer'} unusable ({last.note}); kept retrieval order"
+        )
+        return "fallback", list(range(k)), "; ".join(notes)
+    if last.note:
+        notes.append(last.note)
+    status = "repaired" if last.verdict == "repaired" else "ok"
+    return status, list(last.order or []), "; ".join(notes) or None
+
+
 __all__ = [
     "MAX_RAW_CHARS",
     "MAX_REASONS_CHARS",
@@ -200,4 +226,5 @@ __all__ = [
     "check_output",
     "max_output_chars",
     "ranking_schema",
+    "resolve_attempts",
 ]
