@@ -16,10 +16,11 @@ from api_support import ODD_ASIN, index_demo_catalog
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from mmsearch.api.app import create_app
+from mmsearch.api.app import ModelCachingFactory, create_app
 from mmsearch.api.dependencies import get_settings
 from mmsearch.api.forms import FORM_OVERHEAD_BYTES
 from mmsearch.pipelines import SearchPipeline
+from mmsearch.pipelines.index import run_index
 from mmsearch.reranker.base import RetrievalOrderReranker
 
 MAX_IMAGE_BYTES = 120_000
@@ -406,6 +407,22 @@ def test_missing_collection_returns_404_with_hint(tmp_path, indexed):
     assert "run `mmsearch index` first" in resp.json()["message"]
     assert health.status_code == 503
     assert health.json()["error"]["code"] == "collection_not_found"
+
+
+def test_service_recovers_once_the_collection_is_indexed(tmp_path, indexed):
+    catalog, settings = indexed
+    fresh = settings.model_copy(update={"milvus_uri": str(tmp_path / "later.db")})
+    factory = ModelCachingFactory(with_reranker=False)
+    with TestClient(create_app(fresh, pipeline_factory=factory, retry_interval_s=0)) as c:
+        before = c.post("/search", data={"instruction": "case"})
+        encoder = factory._encoder
+        run_index(fresh, source=str(catalog.jsonl), progress=False, workers=1, encoder=encoder)
+        after = c.post("/search", data={"instruction": "case", "k": "3"})
+    assert before.status_code == 404
+    assert before.json()["error"] == "collection_not_found"
+    assert after.status_code == 200
+    assert len(after.json()["hits"]) == 3
+    assert factory._encoder is encoder, "the encoder is loaded once, not on every retry"
 
 
 def test_store_locked_by_another_process_returns_503(tmp_path, indexed):

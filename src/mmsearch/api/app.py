@@ -10,13 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 from importlib import resources
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from mmsearch.api.dependencies import PipelineFactory, SearchService, get_settings
+from mmsearch.api.dependencies import RETRY_INTERVAL_S, PipelineFactory, SearchService, get_settings
 from mmsearch.api.errors import install_error_handlers
 from mmsearch.api.routes import router
 from mmsearch.api.thumbnails import Thumbnailer
@@ -24,13 +23,41 @@ from mmsearch.api.worker import DEFAULT_MAX_PENDING, InferenceWorker
 from mmsearch.config import Settings
 from mmsearch.indexer.images import ImageFetcher
 from mmsearch.pipelines import SearchPipeline
-from mmsearch.pipelines.factory import SMOKE_BANNER
+from mmsearch.pipelines.factory import SMOKE_BANNER, build_encoder, build_reranker, build_store
+from mmsearch.retriever import QueryEncoder, Retriever
 
 log = logging.getLogger("mmsearch.api")
 
 
-def default_pipeline_factory(settings: Settings, *, with_reranker: bool = True) -> SearchPipeline:
-    return SearchPipeline.from_settings(settings, with_reranker=with_reranker)
+class ModelCachingFactory:
+    """Builds the pipeline from settings, keeping the models it loaded when opening Milvus fails.
+
+    A start-up that fails on the store (server down, Lite file locked, nothing indexed yet) is retried later;
+    the encoder and the reranker, which can take minutes to load, are loaded only once.
+    """
+
+    def __init__(self, *, with_reranker: bool = True):
+        self.with_reranker = with_reranker
+        self._encoder = None
+        self._reranker = None
+
+    def __call__(self, settings: Settings) -> SearchPipeline:
+        if self._encoder is None:
+            self._encoder = build_encoder(settings)
+        if self.with_reranker and self._reranker is None:
+            self._reranker = build_reranker(settings)
+        store = build_store(settings)
+        query_encoder = QueryEncoder(
+            self._encoder,
+            max_image_bytes=settings.max_image_bytes,
+            max_image_pixels=settings.max_image_pixels,
+        )
+        try:
+            retriever = Retriever(self._encoder, store, query_encoder=query_encoder)
+        except BaseException:
+            store.close()  # a Lite store left open would keep its file locked
+            raise
+        return SearchPipeline(retriever, self._reranker, max_k=settings.max_k, smoke=settings.smoke)
 
 
 def create_app(
@@ -39,6 +66,7 @@ def create_app(
     with_reranker: bool = True,
     pipeline_factory: PipelineFactory | None = None,
     max_pending: int = DEFAULT_MAX_PENDING,
+    retry_interval_s: float = RETRY_INTERVAL_S,
 ) -> FastAPI:
     """The mmsearch HTTP API and web page.
 
@@ -47,8 +75,9 @@ def create_app(
         with_reranker: load the Phi-3 Vision reranker too (the default factory only).
         pipeline_factory: builds the `SearchPipeline` from settings at start-up (tests pass tiny parts).
         max_pending: searches that may wait for the inference worker before new ones get 503.
+        retry_interval_s: after a failed start-up, the least time between two attempts to build the pipeline.
     """
-    factory = pipeline_factory or partial(default_pipeline_factory, with_reranker=with_reranker)
+    factory = pipeline_factory or ModelCachingFactory(with_reranker=with_reranker)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -56,7 +85,13 @@ def create_app(
         if resolved.smoke:
             log.warning(SMOKE_BANNER)
         fetcher = ImageFetcher.from_settings(resolved, retries=1, timeout=10.0, max_workers=4)
-        service = SearchService(resolved, factory, InferenceWorker(max_pending), Thumbnailer(fetcher))
+        service = SearchService(
+            resolved,
+            factory,
+            InferenceWorker(max_pending),
+            Thumbnailer(fetcher),
+            retry_interval_s=retry_interval_s,
+        )
         app.state.service = service
         await service.start()
         try:
@@ -80,4 +115,4 @@ def create_app(
     return app
 
 
-__all__ = ["create_app", "default_pipeline_factory"]
+__all__ = ["ModelCachingFactory", "create_app"]
