@@ -12,15 +12,8 @@ from indexer_support import amazon_record, product_image_bytes, serve_images, wr
 
 from mmsearch.errors import DataSourceError
 from mmsearch.indexer import bootcamp, sources
-from mmsearch.indexer.sources import (
-    MAX_ID_LENGTH,
-    HubSource,
-    ImageFolderSource,
-    JsonlSource,
-    make_id,
-    open_source,
-    parse_price,
-)
+from mmsearch.indexer.records import MAX_ID_LENGTH, make_id, parse_price
+from mmsearch.indexer.sources import HubSource, ImageFolderSource, JsonlSource, open_source
 
 
 def write_jsonl(path: Path, records: list) -> Path:
