@@ -43,7 +43,8 @@ class Phi3VisionReranker(Reranker):
             together with `loader` to load lazily.
         loader: zero-argument callable returning (model, processor), called once on first use.
         image_loader: Hit -> PIL image for the panel (default: its `image_url` through an `ImageFetcher`).
-        max_new_tokens: generation budget; the reasons bound shrinks so the JSON always closes within it.
+        max_new_tokens: generation budget; the reasons bound shrinks so the JSON always closes within it (a budget
+            too small for k ids is raised to the minimum that fits them, with empty reasons).
         max_reasons_chars: upper bound on the reasons string.
     """
 
@@ -155,7 +156,10 @@ class Phi3VisionReranker(Reranker):
             "missing_images": k - sum(ok for _, ok in loaded),
         }
 
-        bound = reasons_bound_for(k, self.max_new_tokens, self.max_reasons_chars)
+        # A budget too small for k ids is raised to the minimum (reasons then empty): the ranking comes first.
+        budget = max(self.max_new_tokens, token_budget(k, 0))
+        bound = reasons_bound_for(k, budget, self.max_reasons_chars)
+        stats["max_new_tokens"] = token_budget(k, bound)
         titles = [h.title for h in head]
         tries = []
         for reasons_chars in (bound, min(bound, RETRY_REASONS_CHARS)):
