@@ -569,3 +569,25 @@ def test_full_queue_returns_503_server_busy(indexed):
         "error": "server_busy",
         "message": "1 searches are already queued (the limit is 1); retry in a few seconds",
     }
+
+
+@pytest.mark.slow
+def test_search_with_smoke_phi3_reranker_returns_a_flagged_permutation(indexed):
+    """The whole path with the tiny random Phi-3 Vision: any status is allowed, but never a lost candidate."""
+    catalog, settings = indexed
+    with TestClient(create_app(settings, with_reranker=True)) as c:
+        health = c.get("/healthz").json()
+        resp = c.post(
+            "/search",
+            files=upload(catalog.image_path(QUERY_ASIN).read_bytes()),
+            data={"instruction": "phone case with this image theme", "k": "4", "rerank": "true"},
+        )
+    assert health["models"]["reranker"]["class"] == "Phi3VisionReranker"
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["rerank"]["status"] in ("ok", "repaired", "fallback")
+    assert sorted(body["rerank"]["order"]) == [0, 1, 2, 3]
+    if body["rerank"]["status"] != "ok":
+        assert body["rerank"]["reason"], "a repaired or fallback result must say why"
+    assert sorted(c["before"] for c in body["rank_changes"]) == [1, 2, 3, 4]
+    assert {"rerank_ms", "rerank_prefill_ms", "rerank_decode_ms"} <= set(body["timings"])

@@ -45,7 +45,10 @@ class ModelCachingFactory:
         if self._encoder is None:
             self._encoder = build_encoder(settings)
         if self.with_reranker and self._reranker is None:
-            self._reranker = build_reranker(settings)
+            reranker = build_reranker(settings)
+            if hasattr(reranker, "load"):
+                reranker.load()  # at start-up, not on the first search that asks for a rerank
+            self._reranker = reranker
         store = build_store(settings)
         query_encoder = QueryEncoder(
             self._encoder,

@@ -107,7 +107,7 @@ class SearchService:
             else {
                 "name": getattr(reranker, "name", type(reranker).__name__),
                 "class": type(reranker).__name__,
-                "loaded": bool(getattr(reranker, "loaded", True)),
+                "source": getattr(reranker, "source", None),
             },
         }
 
