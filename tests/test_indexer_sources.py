@@ -306,3 +306,34 @@ def test_hub_unreachable_is_a_one_line_error_with_the_local_alternative(monkeypa
     )
     assert "pass its local path as --source" in message
     assert "\n" not in message
+
+
+class _FakeHubFS:
+    """Stands in for `huggingface_hub.HfFileSystem`: serves one jsonl and records what was opened."""
+
+    opened: list[str] = []
+    data = b""
+
+    def open(self, path, mode="rb", block_size=None):
+        self.opened.append(path)
+        return io.BytesIO(self.data)
+
+
+def test_hub_source_with_a_limit_streams_the_category_file_and_stops_early(monkeypatch):
+    records = [amazon_record(f"B{i}", [f"https://x/{i}_{j}.jpg" for j in range(3)]) for i in range(50)]
+    records.insert(1, {"title": "no asin"})
+    _FakeHubFS.data = "".join(json.dumps(r) + "\n" for r in records).encode()
+    _FakeHubFS.opened = []
+    monkeypatch.setattr("huggingface_hub.HfFileSystem", _FakeHubFS)
+    errors: list = []
+    products = collect(open_source("hub:Electronics", cache_dir=Path("."), limit=4), errors)
+    assert _FakeHubFS.opened == [f"datasets/{sources.HUB_REPO}/raw/meta_categories/meta_Electronics.jsonl"]
+    assert [p.id for p in products] == ["B0:0", "B0:1", "B0:2", "B1:0"]
+    assert products[0].image == "https://x/0_0.jpg"
+    assert errors == [
+        (
+            "",
+            f"hf://datasets/{sources.HUB_REPO}/raw/meta_categories/meta_Electronics.jsonl:2",
+            "missing parent_asin",
+        )
+    ]
