@@ -17,8 +17,6 @@ import pytest
 from api_support import index_demo_catalog, running_server
 
 from mmsearch.api.app import create_app
-from mmsearch.pipelines import SearchPipeline
-from mmsearch.reranker.base import RetrievalOrderReranker
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -65,18 +63,12 @@ def chromium_path() -> str:
     return find_or_install_chromium()
 
 
-def with_baseline_reranker(settings) -> SearchPipeline:
-    """The real pipeline plus the retrieval-order reranker, so the page's rerank panel has something to show."""
-    pipeline = SearchPipeline.from_settings(settings, with_reranker=False)
-    pipeline.reranker = RetrievalOrderReranker()
-    return pipeline
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("web")
     catalog, settings = index_demo_catalog(root, smoke_cache=tmp_path_factory.getbasetemp() / "smoke-cache")
-    with running_server(create_app(settings, pipeline_factory=with_baseline_reranker)) as url:
+    # The real smoke pipeline: tiny random Visualized BGE and tiny random Phi-3 Vision reranker.
+    with running_server(create_app(settings, with_reranker=True)) as url:
         yield url, catalog
 
 
@@ -123,7 +115,7 @@ def test_page_upload_and_search_renders_query_product_first(served, page, tmp_pa
     assert cards.nth(0).locator(".rank").inner_text() == "#1"
     assert page.locator("#error").is_hidden()
     assert "9 results" in page.locator("#summary-text").inner_text()
-    page.screenshot(path=str(_screenshot_dir(tmp_path) / "web_page.png"), full_page=False)
+    page.screenshot(path=str(_screenshot_dir(tmp_path) / "web_page_retrieved.png"), full_page=False)
 
 
 def test_page_shows_server_error_message(served, page):
@@ -138,18 +130,28 @@ def test_page_shows_server_error_message(served, page):
     assert page.locator(".grid .card").count() == 0
 
 
-def test_page_rerank_toggle_shows_reranker_status_and_reasons(served, page):
+def test_page_rerank_shows_the_servers_status_reasons_and_moves(served, page, tmp_path):
     url, catalog = served
     page.goto(url + "/", wait_until="load")
     page.wait_for_selector("#health.ok", timeout=30_000)
+    page.set_input_files("#image-input", str(catalog.query_image))
     page.fill("#instruction", "phone case with this image theme")
-    page.fill("#k", "4")
+    page.fill("#k", "6")
     page.click("label.switch")  # what a user clicks; the checkbox itself is visually hidden
     assert page.locator("#rerank").is_checked()
-    page.click("#search-btn")
-    page.wait_for_selector("#rerank-box:not([hidden])", timeout=60_000)
-    assert page.locator("#rerank-status").inner_text().lower() == "ok"
-    assert page.locator("#rerank-reasons").inner_text() == "retrieval order"
-    assert page.locator(".grid .card").count() == 4
-    assert page.locator(".grid .card .move").count() == 0, "retrieval order moves nothing"
-    assert "reranked (0 moved)" in page.locator("#summary-text").inner_text()
+    with page.expect_response(lambda r: r.url.endswith("/search"), timeout=120_000) as answer:
+        page.click("#search-btn")
+    body = answer.value.json()
+    page.wait_for_selector("#rerank-box:not([hidden])", timeout=30_000)
+
+    rerank = body["rerank"]
+    assert page.locator("#rerank-status").inner_text().lower() == rerank["status"]
+    assert page.locator("#rerank-reasons").inner_text() == (rerank["reasons"] or "(no reasons given)")
+    assert page.locator("#rerank-why").inner_text() == (rerank["reason"] or "")
+    titles = page.locator(".grid .card h3").all_inner_texts()
+    assert titles == [h["title"] for h in body["hits"]]
+    moved = [c for c in body["rank_changes"] if c["before"] != c["after"]]
+    assert page.locator(".grid .card .move").count() == len(moved)
+    assert f"reranked ({len(moved)} moved)" in page.locator("#summary-text").inner_text()
+    page.wait_for_function("() => [...document.querySelectorAll('.grid .card img')].every(i => i.complete)")
+    page.screenshot(path=str(_screenshot_dir(tmp_path) / "web_page_reranked.png"), full_page=False)
