@@ -298,7 +298,7 @@ def test_hub_unreachable_is_a_one_line_error_with_the_local_alternative(monkeypa
     monkeypatch.setattr("huggingface_hub.hf_hub_download", offline)
     source = open_source("hub:Cell_Phones_and_Accessories", cache_dir=Path("."))
     with pytest.raises(DataSourceError) as err:
-        collect(source)
+        source.prepare()
     message = str(err.value)
     assert message.startswith(
         f"hf://datasets/{sources.HUB_REPO}/raw/meta_categories/meta_Cell_Phones_and_Accessories.jsonl: "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -55,6 +56,9 @@ class Source(ABC):
 
     @abstractmethod
     def _products(self, on_error: ErrorHandler) -> Iterator[Product]: ...
+
+    def prepare(self) -> None:  # noqa: B027 (an optional hook, deliberately a no-op by default)
+        """Do the slow or failure-prone setup now (network), before the caller loads models. Default: nothing."""
 
     def products(self, on_error: ErrorHandler | None = None) -> Iterator[Product]:
         """Yield products, at most `limit`. Without `on_error` a bad record raises `DataSourceError`."""
@@ -182,26 +186,38 @@ class HubSource(RecordSource):
         self.category = category
         self.filename = f"raw/meta_categories/meta_{category}.jsonl"
         self.name = f"hf://datasets/{HUB_REPO}/{self.filename}"
+        self._handle: IO[bytes] | None = None
+
+    def prepare(self) -> None:
+        """Reach the hub now (stream opened, or whole file downloaded), so a failure comes before any model load."""
+        if self._handle is None:
+            self._handle = self._open()
 
     def _open(self) -> IO[bytes]:
+        from huggingface_hub import HfFileSystem, hf_hub_download  # configures its logger on first import
+
+        # The hub client logs each of its own retries as a warning; our one-line error says it all.
+        hub_log = logging.getLogger("huggingface_hub")
+        level = hub_log.level
+        hub_log.setLevel(logging.ERROR)
         try:
             if self.limit is not None:
-                from huggingface_hub import HfFileSystem
-
                 return HfFileSystem().open(f"datasets/{HUB_REPO}/{self.filename}", "rb", block_size=1 << 20)
-            from huggingface_hub import hf_hub_download
-
             local = hf_hub_download(HUB_REPO, self.filename, repo_type="dataset")
-            return open(local, "rb")  # noqa: SIM115 (closed by the caller's with-block)
+            return open(local, "rb")  # noqa: SIM115 (closed by _records' with-block)
         # The hub client raises many types (offline, 404, auth); all mean "cannot read".
         except Exception as e:
+            first_line = str(e).splitlines()[0] if str(e) else ""
             raise DataSourceError(
-                f"{self.name}: cannot download ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                f"{self.name}: cannot download ({type(e).__name__}: {first_line}); "
                 f"offline? download meta_{self.category}.jsonl elsewhere and pass its local path as --source"
             ) from e
+        finally:
+            hub_log.setLevel(level)
 
     def _records(self) -> Iterator[tuple[str, Any, str | None]]:
-        with self._open() as raw:
+        raw, self._handle = (self._handle or self._open()), None
+        with raw:
             text = io.TextIOWrapper(raw, encoding="utf-8")
             try:
                 yield from _json_lines(text, self.name)

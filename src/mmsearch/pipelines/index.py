@@ -52,6 +52,7 @@ def run_index(
     src = open_source(
         source, cache_dir=settings.cache_dir, limit=limit, max_images_per_product=max_images_per_product
     )
+    src.prepare()  # a missing file or an offline hub fails here, before the model loads
     if settings.smoke:
         print(f"*** {SMOKE_BANNER} ***", file=sys.stderr, flush=True)
     encoder = encoder if encoder is not None else build_encoder(settings)
