@@ -50,6 +50,25 @@ def test_eval_synthetic_smoke_prints_a_labelled_table_and_writes_json(tmp_path, 
 
 
 @pytest.mark.slow
+def test_eval_with_the_smoke_phi3_reranker_reports_uplift_and_statuses(tmp_path, cache, capsys):
+    out = tmp_path / "rerank.json"
+    argv = ["eval", "--queries", "synthetic", "--smoke", "--rerank", "--milvus-uri", str(tmp_path / "m.db")]
+    argv += ["--synthetic-products", "8", "--synthetic-queries", "2", "--modes", "joint", "-k", "4"]
+    argv += ["--resamples", "200", "--out", str(out)]
+    assert main(argv) == 0
+    assert "rerank status (joint): " in capsys.readouterr().out
+    mode = json.loads(out.read_text())["modes"]["joint"]
+    assert sum(mode["rerank_status"].values()) == 2
+    assert set(mode["uplift"]) == set(METRIC_NAMES)
+    for ci in mode["uplift"].values():
+        assert ci["low"] <= ci["mean"] <= ci["high"]
+        assert ci["n_resamples"] == 200
+    for row in mode["per_query"]:
+        assert sorted(row["reranked_top"]) == sorted(row["top"])  # a reordering of the same candidates
+        assert all(0.0 <= v <= 1.0 for v in row["reranked"].values())
+
+
+@pytest.mark.slow
 def test_eval_cirr_smoke_indexes_the_gallery_and_scores_each_query(tmp_path, cache, capsys):
     captions = make_cirr(tmp_path / "cirr")
     out = tmp_path / "cirr.json"
