@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
+from mmsearch.config import Settings
 from mmsearch.errors import InvalidImageError, ModelLoadError
 from mmsearch.reranker import Phi3VisionReranker, Reranker, RerankQuery, RetrievalOrderReranker
 from mmsearch.reranker.schema import check_output
@@ -166,6 +167,19 @@ def test_phi3_repairs_a_partial_answer_without_retrying(tiny_dir):
     assert result.reason == (
         "dropped unknown ids [9]; dropped duplicate ids [2]; appended missing ids [1, 3, 4] in retrieval order"
     )
+
+
+def test_from_settings_loads_the_named_checkpoint_on_first_use(tiny_dir):
+    settings = Settings(
+        reranker_model=str(tiny_dir), reranker_num_crops=1, reranker_max_new_tokens=16, device="cpu"
+    )
+    reranker = Phi3VisionReranker.from_settings(settings, image_loader=_image_for)
+    assert reranker._model is None, "nothing loads before the first rerank"
+    hits = _hits(2)
+    result = reranker.rerank(RerankQuery(instruction="case"), hits)
+    assert_contract(result, hits)
+    assert reranker._model is not None
+    assert result.stats["max_new_tokens"] >= 16, "a budget too small for the ids is raised to fit them"
 
 
 def test_missing_checkpoint_names_what_was_looked_for(tmp_path):

@@ -114,7 +114,6 @@ class Phi3VisionReranker(Reranker):
             dtype=settings.dtype,
             num_crops=settings.reranker_num_crops,
             max_new_tokens=settings.reranker_max_new_tokens,
-            cache_dir=settings.cache_dir / "hub",
             image_loader=image_loader,
         )
 
