@@ -33,15 +33,15 @@ def odd_record() -> dict:
 
 def index_demo_catalog(root: Path, *, smoke_cache: Path, **overrides) -> tuple[DemoCatalog, Settings]:
     catalog = write_demo_catalog(root / "catalog", extra_records=[odd_record()])
-    settings = Settings(
-        milvus_uri=str(root / "milvus.db"),
-        collection="demo_products",
-        cache_dir=smoke_cache,
-        smoke=True,
-        device="cpu",
-        dtype="float32",
-        **overrides,
-    )
+    defaults = {
+        "milvus_uri": str(root / "milvus.db"),
+        "collection": "demo_products",
+        "cache_dir": smoke_cache,
+        "smoke": True,
+        "device": "cpu",
+        "dtype": "float32",
+    }
+    settings = Settings(**{**defaults, **overrides})
     report = run_index(settings, source=str(catalog.jsonl), progress=False, workers=2)
     if report.failed:
         raise RuntimeError(f"indexing the demo catalog failed: {report.summary()}")

@@ -591,3 +591,36 @@ def test_search_with_smoke_phi3_reranker_returns_a_flagged_permutation(indexed):
         assert body["rerank"]["reason"], "a repaired or fallback result must say why"
     assert sorted(c["before"] for c in body["rank_changes"]) == [1, 2, 3, 4]
     assert {"rerank_ms", "rerank_prefill_ms", "rerank_decode_ms"} <= set(body["timings"])
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_api_serves_from_a_milvus_server(milvus_server, tmp_path_factory):
+    """Same app, same code path, `MMSEARCH_MILVUS_URI=http://...`: a real Milvus server process on loopback."""
+    import uuid
+
+    from pymilvus import MilvusClient
+
+    root = tmp_path_factory.mktemp("api-server")
+    collection = f"api_{uuid.uuid4().hex[:10]}"
+    try:
+        catalog, settings = index_demo_catalog(
+            root,
+            smoke_cache=tmp_path_factory.getbasetemp() / "smoke-cache",
+            milvus_uri=milvus_server.uri,
+            collection=collection,
+        )
+        with TestClient(create_app(settings, with_reranker=False)) as c:
+            health = c.get("/healthz").json()
+            resp = c.post(
+                "/search", files=upload(catalog.image_path(QUERY_ASIN).read_bytes()), data={"k": "3"}
+            )
+    finally:
+        client = MilvusClient(milvus_server.uri, timeout=10)
+        if client.has_collection(collection):
+            client.drop_collection(collection)
+        client.close()
+    assert health["milvus"]["mode"] == "server"
+    assert health["milvus"]["count"] == len(catalog.records)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["hits"][0]["id"] == f"{QUERY_ASIN}:0"
