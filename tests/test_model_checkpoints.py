@@ -183,3 +183,16 @@ def test_encoder_refuses_unsupported_text_architecture(tmp_path, tiny):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(ModelLoadError, match="model_type 'gpt2' is not supported"):
         VisualizedBGEEncoder.from_pretrained("base", weights=tiny.weights_path, text_model=tmp_path)
+
+
+def test_encoder_refuses_text_config_of_another_width(tmp_path, tiny):
+    config = json.loads((tiny.text_model_dir / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "hidden_size": 384}))
+    for f in tiny.text_model_dir.iterdir():
+        if f.name != "config.json":
+            (tmp_path / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(
+        ModelLoadError,
+        match="does not match the text model config: EVA width 768 must equal the text hidden size 384",
+    ):
+        VisualizedBGEEncoder.from_pretrained("base", weights=tiny.weights_path, text_model=tmp_path)
