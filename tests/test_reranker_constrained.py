@@ -91,6 +91,22 @@ def test_logits_that_never_want_to_stop_still_close_within_the_budget(tokenizer,
     assert steps <= budget
 
 
+def test_multi_character_tokens_never_overrun_the_reasons_bound(tokenizer, end_id):
+    word = tokenizer.get_vocab()["ock"]  # a 3-character piece: 10 is not a multiple of 3
+
+    def wordy(_step):
+        scores = torch.zeros(1, 448)
+        scores[0, word] = 10.0
+        scores[0, end_id] = -10.0
+        return scores
+
+    constraint = RankingConstraint.build(tokenizer, 3, eos_token_id=end_id, max_reasons_chars=10)
+    text, _ = _decode(constraint, wordy, token_budget(3, 10), end_id)
+    check = check_output(text, 3, max_reasons_chars=10)
+    assert check.verdict == "ok", text
+    assert check.reasons.startswith("ockockock") and len(check.reasons) <= 10
+
+
 def test_a_repeated_id_is_masked_inside_the_ranking(tokenizer, end_id):
     vocab = tokenizer.get_vocab()
     one = vocab["1"]
@@ -105,9 +121,9 @@ def test_a_repeated_id_is_masked_inside_the_ranking(tokenizer, end_id):
     assert check_output(text, 3, max_reasons_chars=0).order == [0, 1, 2], text
 
 
-def test_the_index_is_cached_per_request_shape(tokenizer, end_id):
+def test_the_index_is_cached_per_k_whatever_the_reasons_bound(tokenizer, end_id):
     RankingConstraint.build(tokenizer, 7, eos_token_id=end_id, max_reasons_chars=33)
-    again = RankingConstraint.build(tokenizer, 7, eos_token_id=end_id, max_reasons_chars=33)
+    again = RankingConstraint.build(tokenizer, 7, eos_token_id=end_id, max_reasons_chars=5)
     assert again.index_build_ms == 0.0
 
 

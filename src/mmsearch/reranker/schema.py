@@ -30,15 +30,17 @@ def candidate_ids(k: int) -> list[int]:
     return list(range(1, k + 1))
 
 
-def ranking_schema(k: int, max_reasons_chars: int = MAX_REASONS_CHARS) -> dict[str, Any]:
+def ranking_schema(k: int, max_reasons_chars: int | None = MAX_REASONS_CHARS) -> dict[str, Any]:
     """JSON schema of one answer for k candidates: exactly k distinct ids from 1..k, and bounded reasons.
 
-    The reasons bound lives in `pattern` (outlines_core ignores `pattern` when `maxLength` is also given).
+    The reasons bound lives in `pattern` (outlines_core ignores `pattern` when `maxLength` is also given);
+    None leaves the length open (constrained decoding enforces the bound itself, see `constrained.py`).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    if max_reasons_chars < 0:
+    if max_reasons_chars is not None and max_reasons_chars < 0:
         raise ValueError(f"max_reasons_chars must be >= 0, got {max_reasons_chars}")
+    repeat = "*" if max_reasons_chars is None else f"{{0,{max_reasons_chars}}}"
     return {
         "type": "object",
         "properties": {
@@ -49,7 +51,7 @@ def ranking_schema(k: int, max_reasons_chars: int = MAX_REASONS_CHARS) -> dict[s
                 "maxItems": k,
                 "uniqueItems": True,
             },
-            "reasons": {"type": "string", "pattern": f"^{REASONS_CHARSET}{{0,{max_reasons_chars}}}$"},
+            "reasons": {"type": "string", "pattern": f"^{REASONS_CHARSET}{repeat}$"},
         },
         "required": ["ranking", "reasons"],
         "additionalProperties": False,
