@@ -4,7 +4,8 @@ Run: `python benchmarks/query_latency.py --n-vectors 10000 --queries 30 --out be
 (add `--full-size` for the full-size random-weight Visualized BGE base encoder, `--rerank baseline|phi3` to add a
 reranker: the retrieval-order baseline or the tiny random Phi-3 Vision). The collection is Milvus Lite in a temp
 dir, filled with N random unit vectors (the stored vectors' values don't change search cost); queries are the
-synthetic swatch + instruction pairs. Random weights measure speed only, never search quality.
+synthetic swatch + instruction pairs. Prints the JSON on stdout and a table on stderr.
+Random weights measure speed only, never search quality.
 """
 
 from __future__ import annotations
@@ -90,6 +91,41 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     return out
 
 
+def ratios(results: dict[str, dict]) -> dict[str, float]:
+    """Within-run ratios: each mode's p50 total against joint's, and each stage's share of its mode's p50 total."""
+    out: dict[str, float] = {}
+    p50 = {mode: r["timings_ms"]["total_ms"]["p50"] for mode, r in results.items()}
+    if "joint" in p50:
+        for mode, total in p50.items():
+            if mode != "joint":
+                out[f"{mode}_vs_joint_total_p50"] = round(total / p50["joint"], 2)
+    for mode, r in results.items():
+        for stage in ("encode_ms", "search_ms", "rerank_ms"):
+            if stage in r["timings_ms"]:
+                share = r["timings_ms"][stage]["p50"] / p50[mode]
+                out[f"{mode}_{stage.removesuffix('_ms')}_share_of_total_p50"] = round(share, 3)
+    return out
+
+
+def table(report: dict) -> str:
+    """p50 / p95 per stage and mode, for the terminal."""
+    stages = [s for s in STAGES if any(s in r["timings_ms"] for r in report["modes"].values())]
+    head = f"{'mode':<9}" + "".join(f"{s.removesuffix('_ms'):>22}" for s in stages)
+    lines = [
+        f"query latency, ms p50 / p95 ({report['encoder']} encoder, reranker {report['reranker']}, "
+        f"{report['n_vectors']} vectors, k={report['k']}; random weights: speed only)",
+        head,
+        "-" * len(head),
+    ]
+    for mode, r in report["modes"].items():
+        cells = []
+        for s in stages:
+            t = r["timings_ms"].get(s)
+            cells.append(f"{t['p50']:>10.1f} / {t['p95']:<9.1f}" if t else f"{'-':>22}")
+        lines.append(f"{mode:<9}" + "".join(cells))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-vectors", type=int, default=10_000, help="rows in the Lite collection")
@@ -167,10 +203,12 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "setup_s": {"encoder_build": round(build_s, 2), "fill_collection": round(fill_s, 2)},
         "modes": results,
+        "ratios": ratios(results),
         "command": "python benchmarks/query_latency.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     text = json.dumps(report, indent=2)
     print(text)
+    print(table(report), file=sys.stderr)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
