@@ -163,6 +163,12 @@ def test_bare_string_instead_of_list_raises(encoder):
         encoder.encode_texts("red shoes")
 
 
+@pytest.mark.parametrize("method", ["encode_images", "preprocess"])
+def test_single_image_instead_of_list_raises(encoder, method, tmp_path):
+    with pytest.raises(InvalidQueryError, match="got a single PosixPath; wrap it in a list"):
+        getattr(encoder, method)(tmp_path / "x.png")
+
+
 def test_pair_count_mismatch_raises(encoder, images):
     with pytest.raises(InvalidQueryError, match="got 2 images and 1 texts; expected one text per image"):
         encoder.encode_multimodal(images[:2], ["blue"])

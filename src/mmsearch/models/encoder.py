@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from mmsearch.config import ENCODER_VARIANTS
 from mmsearch.errors import (
@@ -245,6 +246,7 @@ class VisualizedBGEEncoder:
     # ---- inputs -------------------------------------------------------------------------------------------
     def preprocess(self, images: Sequence[ImageSource]) -> torch.Tensor:
         """Decode (bounded, via `open_image`) and transform: (n, 3, S, S) float32 on CPU."""
+        _check_image_sequence(images)
         return self._preprocess(images, range(len(images)))
 
     def _preprocess(self, images: Sequence[ImageSource], positions: Sequence[int]) -> torch.Tensor:
@@ -317,6 +319,7 @@ class VisualizedBGEEncoder:
 
     def encode_images(self, images: Sequence[ImageSource]) -> np.ndarray:
         """Paths, bytes or PIL images -> (n, dim). Decoding happens one batch at a time to bound memory."""
+        _check_image_sequence(images)
         out = [
             self.encode_pixels(self._preprocess([images[i] for i in idx], idx))
             for idx in _chunks(len(images), self.batch_size)
@@ -343,6 +346,7 @@ class VisualizedBGEEncoder:
         """(image, instruction) pairs -> (n, dim): the composed-query embedding."""
         if isinstance(texts, str):
             raise InvalidTextError("texts must be a sequence of strings, got a single str; wrap it in a list")
+        _check_image_sequence(images)
         if len(images) != len(texts):
             raise InvalidQueryError(
                 f"got {len(images)} images and {len(texts)} texts; expected one text per image"
@@ -360,6 +364,14 @@ class VisualizedBGEEncoder:
                 ids, mask = self._pad([rows[i] for i in members])
                 result[members] = self.model.encode_multimodal(pixels, ids, mask).cpu().numpy()
         return result
+
+
+def _check_image_sequence(images: object) -> None:
+    # A lone path/bytes/image is a sequence-like trap: a str would be iterated character by character.
+    if isinstance(images, str | bytes | bytearray | memoryview | os.PathLike | Image.Image):
+        raise InvalidQueryError(
+            f"images must be a sequence of images, got a single {type(images).__name__}; wrap it in a list"
+        )
 
 
 def _read_text_config(text_dir: Path, variant: str) -> TextEncoderConfig:
