@@ -156,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--typical-reasons-tokens", type=int, default=30, help="reasons length assumed for a real model"
     )
+    p.add_argument("--caption", action="store_true", help="also time a caption pass over the query image")
+    p.add_argument("--caption-tokens", type=int, default=50, help="generated tokens assumed for a caption")
     p.add_argument("--dtype", choices=["bfloat16", "float32", "float16"], default="bfloat16")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
@@ -249,6 +251,19 @@ def main(argv: list[str] | None = None) -> int:
                 },
             }
             generated, passes = typical_generated, 1
+            if args.caption:
+                cap = time_split(model, processor, CAPTION_PROMPT, [query], 1)
+                cap_ms = cap["prefill_ms"] + step * args.caption_tokens
+                rank_ms = split["prefill_ms"] + step * typical_generated
+                result["caption_pass"] = {
+                    "note": "not used by mmsearch; what a caption pass before the ranking pass would add",
+                    "prompt_tokens": cap["prompt_tokens"],
+                    "generated_tokens_assumed": args.caption_tokens,
+                    "prefill_ms_measured": round(cap["prefill_ms"]),
+                    "total_ms_extrapolated": round(cap_ms),
+                    "work_tokens": cap["prompt_tokens"] + args.caption_tokens,
+                    "time_vs_ranking_pass": round(cap_ms / rank_ms, 2),
+                }
         else:
             reranker = Phi3VisionReranker(model, processor, max_new_tokens=args.max_new_tokens)
             reranker._image_loader = lambda hit: cands[int(hit.id)]

@@ -1,18 +1,17 @@
 """The reranker prompt: one Phi-3 chat turn with the panel image, the shopper's request and the candidate titles
 as quoted, escaped, length-bounded untrusted data. Entry point: `build_prompt(instruction, titles, ...)`.
 
-Decisions, with the numbers behind them (Phi-3 Vision token arithmetic, num_crops=4; measured token counts of the
-prompt text are in `benchmarks/rerank_latency.py`):
+Decisions, with the numbers behind them (`benchmarks/rerank_latency.py`, k = 9, num_crops = 4, Phi-3's real
+32k tokenizer; full size = random weights, bf16, 2 shared CPU cores):
 
 - One combined image. An image of h x w crops costs (h*w + 1) * 144 + 1 + (h + 1) * 12 tokens: a 672 px square
   panel is 757, and even the smallest extra image (one 336 crop) is another 313. Drawing the query into the panel
-  (red frame, "QUERY") gives the model the same pixels for 0 extra tokens instead of 313-757.
-- No caption pass. A caption is a second model pass over the query image (its image tokens again, plus ~30-80
-  generated tokens, and a generated token costs about as much wall time as 15 prompt tokens on the notebook's M3:
-  6.9 s / 65 vs 14.6 s / 2172), only to restate in words pixels the ranking pass already sees in the panel. The
-  notebook spent ~30 s on it. With the tiny model the caption pass measured ~0.5x the cost of the ranking pass
-  itself (same image, shorter text, fewer generated tokens): at full size that is ~1.5x the total work for no new
-  information, so we skip it.
+  (red frame, "QUERY") gives the model the same pixels for 0 extra tokens instead of 313-757. The whole prompt is
+  1228 tokens (757 image + 471 text); num_crops = 1 (a 336 px panel) brings it to 784.
+- No caption pass. A caption pass re-reads the query image (775 prompt tokens) and generates ~50 tokens, only to
+  restate in words pixels the ranking pass already sees in the panel. Measured cost of that pass relative to the
+  ranking pass: 0.59x the time with the tiny model, 0.79x at full size (prefill 115 s vs 158 s, then 50 decode
+  steps at 5.0 s), i.e. +64% model work (825 tokens) for no new information. The notebook paid ~30 s for it.
 - Titles are data, never instructions: they go in as a JSON list of {"id", "title"} objects; "<" and ">" are
   written as JSON escapes, so no title can spell a chat or image token (`<|end|>`, `<|image_1|>`, `<s>`), and the
   text says the list is untrusted catalogue data. The ranking itself comes only from schema-constrained ids.
