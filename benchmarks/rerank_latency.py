@@ -265,8 +265,12 @@ def main(argv: list[str] | None = None) -> int:
                     "time_vs_ranking_pass": round(cap_ms / rank_ms, 2),
                 }
         else:
-            reranker = Phi3VisionReranker(model, processor, max_new_tokens=args.max_new_tokens)
-            reranker._image_loader = lambda hit: cands[int(hit.id)]
+            reranker = Phi3VisionReranker(
+                model,
+                processor,
+                image_loader=lambda hit: cands[int(hit.id)],
+                max_new_tokens=args.max_new_tokens,
+            )
             hits = [Hit(id=str(i), score=1 - i / 100, title=t) for i, t in enumerate(TITLES[:k])]
             res = reranker.rerank(RerankQuery(image=query, instruction=INSTRUCTION), hits)
             result["timing"] = {"measured": {k_: round(v, 1) for k_, v in res.timings.items()}}
