@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import mmsearch.store.milvus as store_module
 from mmsearch.store import ProductFilter
 from mmsearch.types import Product
 
@@ -117,3 +118,29 @@ def test_hostile_category_is_also_safe_in_hybrid_search(catalogue, module_store_
     store, query = catalogue
     hits = store.hybrid_search(query, query, k=100, filters=ProductFilter(category=HOSTILE[0]))
     assert [h.id for h in hits] == ["hostile0"]
+
+
+@pytest.mark.parametrize("n", range(len(HOSTILE)), ids=[repr(h) for h in HOSTILE])
+def test_hostile_category_is_safe_in_filtered_ann_search(catalogue, monkeypatch, n):
+    """On Lite, small filtered sets are scored exactly; force Milvus' own filtered ANN search here too."""
+    monkeypatch.setattr(store_module, "EXACT_FILTER_MAX_ROWS", 0)
+    assert ids_for(catalogue, category=HOSTILE[n]) == [f"hostile{n}"]
+
+
+def test_price_range_in_filtered_ann_search(catalogue, monkeypatch):
+    monkeypatch.setattr(store_module, "EXACT_FILTER_MAX_ROWS", 0)
+    assert ids_for(catalogue, category="prices", min_price=19.99, max_price=30.01) == [
+        "edge_hi",
+        "edge_lo",
+        "mid",
+    ]
+
+
+def test_exact_filtered_scores_equal_cosine_similarity(catalogue, unit_vectors):
+    store, query = catalogue
+    vectors = unit_vectors(len(ROWS), DIM)
+    hits = store.search(query, k=4, filters=ProductFilter(category="A"))
+    expected = {f"a{i}": float(vectors[i] @ query) for i in range(4)}
+    assert [h.id for h in hits] == sorted(expected, key=expected.get, reverse=True)
+    for h in hits:
+        assert h.score == pytest.approx(expected[h.id], abs=1e-5)

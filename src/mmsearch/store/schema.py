@@ -88,9 +88,9 @@ def vector_dim(described: dict[str, Any], name: str) -> int | None:
     return None
 
 
-def build_schema(dim: int, *, with_text_vector: bool) -> CollectionSchema:
+def build_schema(dim: int, *, with_text_vector: bool, description: str = "") -> CollectionSchema:
     """The collection schema: VARCHAR id, COSINE vectors, typed scalar filter fields and a JSON `meta`."""
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=description)
     schema.add_field(ID, DataType.VARCHAR, is_primary=True, max_length=ID_MAX_BYTES)
     schema.add_field(IMAGE_VECTOR, DataType.FLOAT_VECTOR, dim=dim)
     if with_text_vector:
@@ -139,7 +139,7 @@ class IndexConfig:
 
 INDEX_DEFAULTS: dict[str, IndexConfig] = {
     "FLAT": IndexConfig("FLAT"),
-    "HNSW": IndexConfig("HNSW", build={"M": 16, "efConstruction": 200}, search={"ef": 128}),
+    "HNSW": IndexConfig("HNSW", build={"M": 16, "efConstruction": 200}, search={"ef": 256}),
     "IVF_FLAT": IndexConfig("IVF_FLAT", build={"nlist": 1024}, search={"nprobe": 32}),
 }
 DEFAULT_INDEX_TYPE = "HNSW"

@@ -1,0 +1,248 @@
+"""Milvus store benchmark on our workload: 768-d COSINE top-10 over clustered, real-like unit vectors.
+
+Measures, through `mmsearch.store.ProductStore` (so filters, escaping and hit building are included):
+upsert throughput, reopen+load time, search p50/p95, filtered search p50/p95 (typed scalar fields, a broad and
+a selective filter), and ANN recall@10 against exact numpy search, for each index type the store supports.
+
+    python benchmarks/milvus_store.py --rows 10000 --index HNSW --out results.json
+    # the other Lite engine, in a throwaway venv with our code on the path:
+    PYTHONPATH=src /tmp/lite25/bin/python benchmarks/milvus_store.py --rows 10000 --index FLAT
+
+Pin decision (milvus-lite==3.2.2), from runs of this script on the 2-core dev machine (numbers in the lead's
+report and benchmarks/RESULTS.md):
+- milvus-lite 2.5.1 (C++ engine) fails our correctness needs: an upsert of a VARCHAR id containing a single
+  quote fails with "internal error", \\n / \\t / \\r escapes in filter literals match nothing, collection
+  properties are silently dropped, and it has no HNSW (FLAT, IVF_FLAT, AUTOINDEX only).
+- milvus-lite 3.2.2 round-trips every id and filter value we test, supports HNSW/IVF_FLAT/FLAT and hybrid
+  search, and with HNSW its search latency is acceptable for an embedded default (see the JSON output);
+  larger catalogues should use server mode anyway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import mmsearch.store.milvus as store_module
+from mmsearch.store import ProductFilter, ProductStore
+from mmsearch.types import Product
+
+CATEGORIES = [f"Category {i}" for i in range(20)]
+QUERY_POOL = 100
+
+
+def clustered_unit_vectors(n: int, dim: int, *, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, dim) unit vectors shaped like real embeddings: a shared mean direction, a low-rank spread, and
+    Gaussian clusters of uneven size, so neighbours are close but not trivially separable."""
+    common = rng.normal(size=dim)
+    basis = rng.normal(size=(64, dim)) / np.sqrt(dim)  # low-rank structure shared by all items
+    centres = rng.normal(size=(n_clusters, 64)) @ basis * 3.0 + rng.normal(size=(n_clusters, dim)) * 0.5
+    sizes = rng.zipf(1.3, size=n_clusters).astype(float)
+    assign = rng.choice(n_clusters, size=n, p=sizes / sizes.sum())
+    x = (
+        0.6 * common / np.linalg.norm(common) * np.sqrt(dim) / 4
+        + centres[assign]
+        + rng.normal(size=(n, dim)) * 0.9
+    )
+    x = x.astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def make_products(n: int, rng: np.random.Generator) -> tuple[list[Product], dict[str, np.ndarray]]:
+    cat_p = 1.0 / np.arange(1, len(CATEGORIES) + 1)  # Zipf-like: Category 0 common, Category 19 rare
+    cats = rng.choice(len(CATEGORIES), size=n, p=cat_p / cat_p.sum())
+    prices = np.round(np.exp(rng.normal(3.0, 1.0, size=n)), 2)
+    ratings = np.round(rng.uniform(1, 5, size=n), 1)
+    ratings[rng.random(n) < 0.05] = np.nan
+    products = [
+        Product(
+            id=f"B{i:09d}-0",
+            image="",
+            title=f"product {i}",
+            main_category=CATEGORIES[cats[i]],
+            price=float(prices[i]),
+            average_rating=None if np.isnan(ratings[i]) else float(ratings[i]),
+            rating_number=int(rng.integers(0, 5000)),
+            parent_asin=f"B{i:09d}",
+            image_url=f"https://example.com/{i}.jpg",
+            meta={"store": "bench"},
+        )
+        for i in range(n)
+    ]
+    return products, {"cat": cats, "price": prices, "rating": ratings}
+
+
+def exact_top_k(
+    base: np.ndarray, queries: np.ndarray, k: int, mask: np.ndarray | None = None
+) -> list[set[int]]:
+    sims = queries @ base.T  # (q, n)
+    if mask is not None:
+        sims[:, ~mask] = -np.inf
+    top = np.argpartition(-sims, k, axis=1)[:, :k]
+    return [{int(j) for j in row if np.isfinite(sims[q, j])} for q, row in enumerate(top)]
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p95_ms": round(float(np.percentile(ms, 95)), 2),
+    }
+
+
+def run_queries(store, queries, truth, k, filters=None) -> dict[str, float]:
+    times, recalls = [], []
+    for q, expected in zip(queries, truth, strict=True):
+        t = time.perf_counter()
+        hits = store.search(q, k=k, filters=filters)
+        times.append((time.perf_counter() - t) * 1e3)
+        got = {int(h.id[1:10]) for h in hits}
+        if expected:
+            recalls.append(len(got & expected) / len(expected))
+    return {**percentiles(times), f"recall@{k}": round(float(np.mean(recalls)), 4)}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def bench(
+    rows: int,
+    index: str,
+    *,
+    dim: int,
+    n_queries: int,
+    k: int,
+    text_vector: bool,
+    workdir: Path,
+    build_only: bool,
+) -> dict:
+    """Build (or reuse, if `workdir` already holds it) a collection of `rows` products, then query it."""
+    rng = np.random.default_rng(0)
+    # A fixed pool of held-out queries, so a --build-only run and a later query run see identical data.
+    if not 1 <= n_queries <= QUERY_POOL:
+        raise SystemExit(f"--queries must be between 1 and {QUERY_POOL}, got {n_queries}")
+    vectors = clustered_unit_vectors(rows + QUERY_POOL, dim, n_clusters=max(rows // 200, 10), rng=rng)
+    base, queries = vectors[:rows], vectors[rows : rows + n_queries]
+    products, cols = make_products(rows, rng)
+    uri = str(workdir / f"bench_{index}_{rows}_{dim}_{'tv' if text_vector else 'img'}.db")
+    out: dict = {
+        "rows": rows,
+        "index": index,
+        "dim": dim,
+        "k": k,
+        "queries": n_queries,
+        "text_vector": text_vector,
+    }
+
+    store = ProductStore(uri, collection="bench", index_type=index)
+    store.ensure_collection(encoder_id="bench", dim=dim, with_text_vector=text_vector)
+    if store.count() == rows:
+        out["upsert_rows_per_s"] = None  # reused from an earlier --workdir run (its own JSON has the number)
+        log(f"reusing {uri}")
+    else:
+        t = time.perf_counter()
+        for s in range(0, rows, 1000):
+            store.upsert(
+                products[s : s + 1000], base[s : s + 1000], base[s : s + 1000] if text_vector else None
+            )
+            log(f"upserted {s + 1000}/{rows} ({time.perf_counter() - t:.0f} s)")
+        out["upsert_rows_per_s"] = round(rows / (time.perf_counter() - t), 1)
+    store.close()
+    if build_only:
+        return out
+
+    # A query process opens the database afresh: reopen, load, first search (index builds happen here too).
+    t = time.perf_counter()
+    store = ProductStore(uri, collection="bench", index_type=index)
+    store.check_encoder(encoder_id="bench", dim=dim)
+    store.search(queries[0], k=k)
+    out["reopen_load_first_search_s"] = round(time.perf_counter() - t, 2)
+    log(f"reopened in {out['reopen_load_first_search_s']} s")
+    if store.count() != rows:
+        raise RuntimeError(f"count {store.count()} != {rows}")
+
+    out["search"] = run_queries(store, queries, exact_top_k(base, queries, k), k)
+    log(f"search {out['search']}")
+    broad = ProductFilter(category="Category 1", min_price=10.0)  # ~11% of rows
+    broad_mask = (cols["cat"] == 1) & (cols["price"] >= 10.0)
+    selective = ProductFilter(category="Category 19", min_rating=4.0)  # ~0.4% of rows
+    selective_mask = (cols["cat"] == 19) & (np.nan_to_num(cols["rating"], nan=-1) >= 4.0)
+    for name, f, mask in (
+        ("filtered_broad", broad, broad_mask),
+        ("filtered_selective", selective, selective_mask),
+    ):
+        truth = exact_top_k(base, queries, k, mask)
+        out[name] = {**run_queries(store, queries, truth, k, f), "selectivity": round(float(mask.mean()), 4)}
+        # Filtered ANN alone, without the store's exact path for selective filters on Lite.
+        saved, store_module.EXACT_FILTER_MAX_ROWS = store_module.EXACT_FILTER_MAX_ROWS, 0
+        try:
+            out[name + "_ann_only"] = run_queries(store, queries, truth, k, f)
+        finally:
+            store_module.EXACT_FILTER_MAX_ROWS = saved
+        log(f"{name} {out[name]} ann_only {out[name + '_ann_only']}")
+    store.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, nargs="+", default=[10_000])
+    ap.add_argument("--index", nargs="+", default=["HNSW"], choices=["FLAT", "HNSW", "IVF_FLAT"])
+    ap.add_argument("--dim", type=int, default=768)
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("-k", type=int, default=10)
+    ap.add_argument(
+        "--no-text-vector", action="store_true", help="image_vector only (halves insert/index work)"
+    )
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--workdir", type=Path, default=None, help="keep databases here and reuse them")
+    ap.add_argument("--build-only", action="store_true", help="upsert and stop (use with --workdir)")
+    args = ap.parse_args()
+
+    import pymilvus
+
+    try:
+        from importlib.metadata import version
+
+        lite_version = version("milvus-lite")
+    except Exception:  # noqa: BLE001 - only a label
+        lite_version = "unknown"
+    report = {
+        "benchmark": "milvus_store",
+        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "milvus_lite": lite_version,
+        "pymilvus": pymilvus.__version__,
+        "runs": [],
+    }
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mmsearch-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        for rows in args.rows:
+            for index in args.index:
+                t = time.perf_counter()
+                run = bench(
+                    rows, index, dim=args.dim, n_queries=args.queries, k=args.k,
+                    text_vector=not args.no_text_vector, workdir=workdir, build_only=args.build_only,
+                )  # fmt: skip
+                run["wall_s"] = round(time.perf_counter() - t, 1)
+                report["runs"].append(run)
+                print(json.dumps(run), flush=True)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    text = json.dumps(report, indent=2)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
