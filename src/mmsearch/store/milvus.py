@@ -77,14 +77,16 @@ def _lock_holder(path: Path) -> Path | None:
     for lock in _lite_lock_files(path):
         if not lock.is_file():
             continue
-        with open(lock, "rb") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as err:
-                if err.errno in (errno.EAGAIN, errno.EACCES):
-                    return lock
-                continue
-            fcntl.flock(fh, fcntl.LOCK_UN)
+        # 3.x takes a flock(), 2.5.x a POSIX lockf(); the two do not see each other, so probe both.
+        with open(lock, "ab") as fh:
+            for take, release in ((fcntl.flock, fcntl.LOCK_UN), (fcntl.lockf, fcntl.LOCK_UN)):
+                try:
+                    take(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as err:
+                    if err.errno in (errno.EAGAIN, errno.EACCES):
+                        return lock
+                    continue
+                take(fh, release)
     return None
 
 
@@ -265,23 +267,30 @@ class ProductStore:
             )
         path = Path(self.uri).expanduser().resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with _quiet("pymilvus", "milvus_lite", "grpc"):
-                client = MilvusClient(str(path), timeout=self.timeout, dedicated=True)
-            with _lite_guard:
-                _lite_open[str(path)] = _lite_open.get(str(path), 0) + 1
-            self._lite_path = str(path)
-            return client
-        except MilvusException as err:
-            lock = _lock_holder(path)
-            if lock is not None:
-                raise StoreLockedError(
-                    f"Milvus Lite database {path} is in use by another process (lock file {lock}). "
-                    "Milvus Lite allows one process per database: stop the other process, or serve the "
-                    f"database with `milvus-lite server --data-dir {path} --host 127.0.0.1 --port 19530` and "
-                    "use server mode: MMSEARCH_MILVUS_URI=http://127.0.0.1:19530"
-                ) from None
-            raise StoreError(f"cannot open Milvus Lite database {path}: {err.message}") from None
+        with _lite_guard:
+            ours = str(path) in _lite_open
+        # Probe before opening: a failed open can disturb the evidence (milvus-lite 2.5 recreates its lock file).
+        # Never probe a database this process holds: that would trip over our own lock.
+        lock = None if ours else _lock_holder(path)
+        if lock is None:
+            try:
+                with _quiet("pymilvus", "milvus_lite", "grpc", "root"):
+                    client = MilvusClient(str(path), timeout=self.timeout, dedicated=True)
+            except MilvusException as err:
+                lock = _lock_holder(path)
+                if lock is None:
+                    raise StoreError(f"cannot open Milvus Lite database {path}: {err.message}") from None
+        if lock is not None:
+            raise StoreLockedError(
+                f"Milvus Lite database {path} is in use by another process (lock file {lock}). "
+                "Milvus Lite allows one process per database: stop the other process, or serve the "
+                f"database with `milvus-lite server --data-dir {path} --host 127.0.0.1 --port 19530` and "
+                "use server mode: MMSEARCH_MILVUS_URI=http://127.0.0.1:19530"
+            )
+        with _lite_guard:
+            _lite_open[str(path)] = _lite_open.get(str(path), 0) + 1
+        self._lite_path = str(path)
+        return client
 
     @contextlib.contextmanager
     def _call(self, what: str) -> Iterator[None]:
