@@ -123,6 +123,7 @@ def bench(
     text_vector: bool,
     workdir: Path,
     build_only: bool,
+    server_uri: str | None = None,
 ) -> dict:
     """Build (or reuse, if `workdir` already holds it) a collection of `rows` products, then query it."""
     rng = np.random.default_rng(0)
@@ -132,7 +133,9 @@ def bench(
     vectors = clustered_unit_vectors(rows + QUERY_POOL, dim, n_clusters=max(rows // 200, 10), rng=rng)
     base, queries = vectors[:rows], vectors[rows : rows + n_queries]
     products, cols = make_products(rows, rng)
-    uri = str(workdir / f"bench_{index}_{rows}_{dim}_{'tv' if text_vector else 'img'}.db")
+    name = f"bench_{index}_{rows}_{dim}_{'tv' if text_vector else 'img'}"
+    uri = server_uri or str(workdir / f"{name}.db")
+    collection = name if server_uri else "bench"
     out: dict = {
         "rows": rows,
         "index": index,
@@ -142,7 +145,7 @@ def bench(
         "text_vector": text_vector,
     }
 
-    store = ProductStore(uri, collection="bench", index_type=index)
+    store = ProductStore(uri, collection=collection, index_type=index)
     store.ensure_collection(encoder_id="bench", dim=dim, with_text_vector=text_vector)
     if store.count() == rows:
         out["upsert_rows_per_s"] = None  # reused from an earlier --workdir run (its own JSON has the number)
@@ -161,7 +164,7 @@ def bench(
 
     # A query process opens the database afresh: reopen, load, first search (index builds happen here too).
     t = time.perf_counter()
-    store = ProductStore(uri, collection="bench", index_type=index)
+    store = ProductStore(uri, collection=collection, index_type=index)
     store.check_encoder(encoder_id="bench", dim=dim)
     store.search(queries[0], k=k)
     out["reopen_load_first_search_s"] = round(time.perf_counter() - t, 2)
@@ -204,6 +207,7 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--workdir", type=Path, default=None, help="keep databases here and reuse them")
+    ap.add_argument("--uri", default=None, help="a Milvus server (http://host:port) instead of Milvus Lite")
     ap.add_argument("--build-only", action="store_true", help="upsert and stop (use with --workdir)")
     args = ap.parse_args()
 
@@ -217,6 +221,7 @@ def main() -> None:
         lite_version = "unknown"
     report = {
         "benchmark": "milvus_store",
+        "store": args.uri or "milvus-lite",
         "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
         "milvus_lite": lite_version,
         "pymilvus": pymilvus.__version__,
@@ -230,7 +235,7 @@ def main() -> None:
                 t = time.perf_counter()
                 run = bench(
                     rows, index, dim=args.dim, n_queries=args.queries, k=args.k,
-                    text_vector=not args.no_text_vector, workdir=workdir, build_only=args.build_only,
+                    text_vector=not args.no_text_vector, workdir=workdir, build_only=args.build_only, server_uri=args.uri,
                 )  # fmt: skip
                 run["wall_s"] = round(time.perf_counter() - t, 1)
                 report["runs"].append(run)
