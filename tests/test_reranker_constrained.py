@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from outlines_core import Vocabulary
 
 from mmsearch.errors import RerankError
 from mmsearch.models.phi3_vision_processor import Phi3VisionProcessor
 from mmsearch.reranker.constrained import (
     RankingConstraint,
+    TokenTable,
     reasons_bound_for,
     token_budget,
     token_table,
@@ -105,6 +107,16 @@ def test_multi_character_tokens_never_overrun_the_reasons_bound(tokenizer, end_i
     check = check_output(text, 3, max_reasons_chars=10)
     assert check.verdict == "ok", text
     assert check.reasons.startswith("ockockock") and len(check.reasons) <= 10
+
+
+def test_reasons_count_starts_where_a_token_opens_the_string():
+    # Tokens such as '",' open the reasons and write into them at once (the 32k Phi-3 vocabulary has many).
+    pieces = [b'"', b'",', b'":"', b'ab"}', b"abc", None]
+    table = TokenTable(pieces, Vocabulary(5, {p: [i] for i, p in enumerate(pieces) if p}), 5)
+    assert table.reasons_added(',"reasons":').tolist()[:5] == [0, 1, 1, 0, 0]
+    assert table.reasons_added(',"reasons').tolist()[:5] == [0, 0, 0, 0, 0]
+    assert table.reasons_added(',"reasons":"').tolist()[:5] == [0, 0, 0, 2, 3]
+    assert table.reasons_added(',"reasons":"')[5] > 10_000, "special tokens never fit"
 
 
 def test_a_repeated_id_is_masked_inside_the_ranking(tokenizer, end_id):

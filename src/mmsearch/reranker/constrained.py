@@ -28,18 +28,42 @@ from mmsearch.reranker.schema import candidate_ids, max_output_chars, ranking_sc
 
 _BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 _SPIECE_SPACE = "\u2581"  # "▁", sentencepiece's word-start marker
-_REASONS_OPEN = '"reasons":"'
+_REASONS_OPEN = ',"reasons":"'  # what follows the ranking's "]" up to the first reasons character
 
 
 @dataclass(frozen=True)
 class TokenTable:
-    """What each token id emits as bytes (None for special tokens), the outlines_core vocabulary, and per token
-    the number of bytes before its first '"' (the reasons characters it would add)."""
+    """What each token id emits as bytes (None for special tokens) and the outlines_core vocabulary."""
 
     token_bytes: list[bytes | None]
     vocabulary: Vocabulary
     eos_token_id: int
-    prequote_len: torch.Tensor  # (len(token_bytes),) int32
+    _added: dict = field(default_factory=dict, repr=False)
+
+    def reasons_added(self, opened: str) -> torch.Tensor:
+        """Per token id, how many reasons characters it would write after `opened`, the part of `_REASONS_OPEN`
+        (or all of it) already written; int32 of len(token_bytes). Tokens can open the string and carry text
+        with them (`",`), so the count starts wherever the opening quote falls. Cached per `opened`."""
+        if opened not in self._added:
+            counts = []
+            for data in self.token_bytes:
+                if data is None:
+                    counts.append(
+                        1 << 30
+                    )  # special tokens: no bound admits them (the schema masks them anyway)
+                    continue
+                text = opened + data.decode("latin-1")
+                if len(text) <= len(_REASONS_OPEN) or not text.startswith(_REASONS_OPEN):
+                    counts.append(0)  # still inside the fixed key (or not allowed by the schema at all)
+                    continue
+                counts.append(len(text[len(_REASONS_OPEN) :].split('"', 1)[0]))
+            self._added[opened] = torch.tensor(counts, dtype=torch.int32)
+        return self._added[opened]
+
+    def warm(self) -> None:
+        """Compute `reasons_added` for every prefix of the key now (~0.1 s each at 32k tokens) instead of mid-request."""
+        for n in range(len(_REASONS_OPEN) + 1):
+            self.reasons_added(_REASONS_OPEN[:n])
 
 
 def _byte_level_decoder() -> dict[str, int]:
@@ -100,14 +124,7 @@ def token_table(tokenizer, eos_token_id: int) -> TokenTable:
             for idx, data in enumerate(table):
                 if data is not None and idx != eos_token_id:
                     grouped.setdefault(data, []).append(idx)
-            # Special tokens get a length no bound admits (the schema masks them anyway).
-            prequote = [len(b.split(b'"', 1)[0]) if b is not None else 1 << 30 for b in table]
-            per_tok[eos_token_id] = TokenTable(
-                table,
-                Vocabulary(eos_token_id, grouped),
-                eos_token_id,
-                torch.tensor(prequote, dtype=torch.int32),
-            )
+            per_tok[eos_token_id] = TokenTable(table, Vocabulary(eos_token_id, grouped), eos_token_id)
         return per_tok[eos_token_id]
 
 
@@ -212,18 +229,24 @@ class RankingConstraint(LogitsProcessor):
         return scores.masked_fill(~allowed.to(scores.device), float("-inf"))
 
     def _within_reasons_bound(self, allowed: torch.Tensor) -> torch.Tensor:
-        """Inside the reasons string, allow only tokens whose characters before any closing '"' still fit."""
+        """From the ranking's "]" on, allow only tokens whose reasons characters still fit the bound."""
         text = self.text()
-        at = text.find(_REASONS_OPEN)
-        if at < 0:
+        start = text.find("[")
+        close = text.find("]", start) if start >= 0 else -1
+        if close < 0:
             return allowed
-        written = text[at + len(_REASONS_OPEN) :]
-        if '"' in written:  # the string is closed; only the final "}" and the end token remain
-            return allowed
-        room = self.max_reasons_chars - len(written)
+        after = text[close + 1 :]
+        if len(after) < len(_REASONS_OPEN):
+            opened, room = after, self.max_reasons_chars
+        else:
+            written = after[len(_REASONS_OPEN) :]
+            if '"' in written:  # the string is closed; only the final "}" and the end token remain
+                return allowed
+            opened, room = _REASONS_OPEN, self.max_reasons_chars - len(written)
+        added = self.table.reasons_added(opened)
         fits = torch.zeros_like(allowed)
-        n = min(len(fits), len(self.table.prequote_len))
-        fits[:n] = self.table.prequote_len[:n] <= room
+        n = min(len(fits), len(added))
+        fits[:n] = added[:n] <= room
         fits[self.table.eos_token_id] = True
         return allowed & fits
 

@@ -124,9 +124,9 @@ class Phi3VisionReranker(Reranker):
         with self._lock:
             if self._model is None:
                 self._model, self._processor = self._loader()
-                # The token table (~0.7 s for a 32k vocabulary) is built once, here rather than in a request.
+                # The token table (~1-2 s for a 32k vocabulary) is built once, here rather than in a request.
                 tokenizer = self._processor.tokenizer
-                token_table(tokenizer, tokenizer.convert_tokens_to_ids("<|end|>"))
+                token_table(tokenizer, tokenizer.convert_tokens_to_ids("<|end|>")).warm()
         return self._model, self._processor
 
     def _image(self, hit: Hit) -> tuple[Image.Image, bool]:
