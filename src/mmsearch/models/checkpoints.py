@@ -10,11 +10,14 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import socket
+import urllib.parse
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from huggingface_hub import constants as hf_constants
 from huggingface_hub import hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -51,12 +54,28 @@ def _hint(what: str, hint: str | None) -> str:
     )
 
 
-def _hub_call(repo_id: str, filename: str | None, what: str, hint: str | None, call):  # noqa: ANN001
-    """Run a huggingface_hub download and turn its exceptions into one readable `ModelLoadError`."""
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One TCP connect to the hub endpoint: offline, huggingface_hub would retry for ~25 s before failing."""
+    url = urllib.parse.urlparse(hf_constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _hub_call(repo_id: str, filename: str | None, what: str, hint: str | None, call, local_files_only: bool):  # noqa: ANN001
+    """Run a huggingface_hub download and turn its exceptions into one readable `ModelLoadError`.
+
+    `call(local_files_only)` does the download. When the hub cannot be reached, only the cache is consulted.
+    """
     target = f"{filename!r} from hub repo {repo_id!r}" if filename else f"hub repo {repo_id!r}"
     try:
         validate_repo_id(repo_id)
-        return call()
+        if not local_files_only and not hf_constants.HF_HUB_OFFLINE and not _hub_reachable():
+            local_files_only = True
+        return call(local_files_only)
     except HFValidationError as e:
         raise ModelLoadError(
             f"{what}: {repo_id!r} is neither an existing local path nor a valid hub repo id ({e})."
@@ -124,7 +143,10 @@ def resolve_file(
         filename,
         what,
         hint,
-        lambda: hf_hub_download(repo_id, filename, cache_dir=cache_dir, local_files_only=local_files_only),
+        lambda local_only: hf_hub_download(
+            repo_id, filename, cache_dir=cache_dir, local_files_only=local_only
+        ),
+        local_files_only,
     )
     return Path(local)
 
@@ -157,9 +179,10 @@ def resolve_dir(
                 None,
                 what,
                 hint,
-                lambda: snapshot_download(
-                    repo_id, cache_dir=cache_dir, allow_patterns=patterns, local_files_only=local_files_only
+                lambda local_only: snapshot_download(
+                    repo_id, cache_dir=cache_dir, allow_patterns=patterns, local_files_only=local_only
                 ),
+                local_files_only,
             )
         )
     missing = [name for name in required if not (path / name).is_file()]
