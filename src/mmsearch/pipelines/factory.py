@@ -23,7 +23,7 @@ def build_encoder(settings):
     if settings.smoke:
         from mmsearch.testing import tiny_visual_bge_encoder
 
-        log.warning(SMOKE_BANNER)
+        log.info(SMOKE_BANNER)
         return tiny_visual_bge_encoder(smoke_dir(settings) / "visual_bge")
     from mmsearch.models.encoder import VisualizedBGEEncoder
 
@@ -44,7 +44,7 @@ def build_reranker(settings):
     if settings.smoke:
         from mmsearch.testing import build_tiny_phi3_vision
 
-        log.warning(SMOKE_BANNER)
+        log.info(SMOKE_BANNER)
         model_dir = build_tiny_phi3_vision(smoke_dir(settings) / "phi3_vision")
         return Phi3VisionReranker.from_pretrained(
             str(model_dir),
