@@ -260,3 +260,12 @@ def test_info_reports_encoder_count_and_mode(open_store, store_backend, unit_vec
         True,
     )
     assert (info["count"], info["encoder_id"], info["dim"]) == (4, "test-encoder/random-unit-vectors", DIM)
+
+
+def test_flush_keeps_rows_searchable(open_store, unit_vectors):
+    store = open_store(dim=DIM)
+    vectors = unit_vectors(6, DIM)
+    store.upsert(make_products(6), vectors, vectors)
+    store.flush()
+    assert store.count() == 6
+    assert store.search(vectors[2], k=1)[0].id == "p2"

@@ -479,6 +479,27 @@ class ProductStore:
                 )
         return len(batch)
 
+    def flush(self) -> None:
+        """Persist buffered writes and seal segments; call at the end of an indexing run.
+
+        On a server, rows in unsealed (growing) segments are searched through a coarse interim index (Milvus
+        2.3: recall@10 0.92 at 10k rows in benchmarks/milvus_store.py); sealing lets the HNSW/IVF index take
+        over. Milvus Lite persists on its own schedule and on close.
+        """
+        self._ready()
+        if self.is_server:
+            with self._call("flush"):
+                self._client.flush(self.collection, timeout=self._slow_timeout)
+
+    def index_progress(self) -> dict[str, int]:
+        """Rows covered by the image_vector index so far: {"indexed_rows", "total_rows", "pending_index_rows"}."""
+        self._ready()
+        with self._call("describe_index"):
+            described = self._client.describe_index(self.collection, IMAGE_VECTOR, timeout=self.timeout) or {}
+        return {
+            key: int(described.get(key, 0)) for key in ("indexed_rows", "total_rows", "pending_index_rows")
+        }
+
     def _query(self, expr: str, fields: list[str]) -> list[dict[str, Any]]:
         with self._call("query"):
             return self._client.query(
