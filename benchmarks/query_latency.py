@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    load_start = round(os.getloadavg()[0], 2)
 
     with tempfile.TemporaryDirectory(prefix="mmsearch-qlat-") as tmp_name:
         tmp = Path(tmp_name)
@@ -206,6 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
         "torch_threads": torch.get_num_threads(),
         "machine": {
             "cpus": os.cpu_count(),
+            "load_average_1m": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
             "platform": platform.platform(),
             "python": platform.python_version(),
         },
