@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import io
 import os
-import struct
-import zlib
 
 import pytest
+from indexer_support import png_header_only
 from PIL import Image
 
 from mmsearch.errors import ImageTooLargeError, InvalidImageError
@@ -19,26 +18,6 @@ def _png_bytes(size=(32, 24), mode="RGB") -> bytes:
     # Noise, so the encoded size grows with the pixel count (flat colours compress to almost nothing).
     Image.frombytes("RGB", size, os.urandom(size[0] * size[1] * 3)).convert(mode).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose IHDR claims width x height pixels, with a tiny IDAT: a decompression-bomb shape."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00"))
-        + chunk(b"IEND", b"")
-    )
 
 
 def test_open_image_decodes_valid_png_bytes():
@@ -82,12 +61,12 @@ def test_open_image_truncated_png():
 
 def test_open_image_refuses_pixels_over_limit_from_header():
     with pytest.raises(InvalidImageError, match="3000x2000 = 6000000 pixels exceeds the limit of 1000000"):
-        open_image(_png_header_only(3000, 2000), max_pixels=1_000_000)
+        open_image(png_header_only(3000, 2000), max_pixels=1_000_000)
 
 
 def test_open_image_refuses_decompression_bomb():
     with pytest.raises(InvalidImageError, match="decompression bomb refused"):
-        open_image(_png_header_only(50_000, 50_000))
+        open_image(png_header_only(50_000, 50_000))
 
 
 def test_open_image_refuses_bytes_over_limit():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -42,18 +42,7 @@ class Hit:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "score": self.score,
-            "title": self.title,
-            "main_category": self.main_category,
-            "price": self.price,
-            "average_rating": self.average_rating,
-            "rating_number": self.rating_number,
-            "parent_asin": self.parent_asin,
-            "image_url": self.image_url,
-            "meta": self.meta,
-        }
+        return asdict(self)
 
 
 __all__ = ["Hit", "Product"]

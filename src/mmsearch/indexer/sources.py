@@ -123,14 +123,18 @@ def _json_lines(fh: Iterable[str], name: str) -> Iterator[tuple[str, Any, str | 
             yield where, None, f"invalid JSON ({e.msg} at column {e.colno})"
 
 
-class JsonlSource(RecordSource):
-    """A local `.jsonl` / `.jsonl.gz` file in the Amazon Reviews 2023 metadata schema."""
+class LocalFileSource(RecordSource):
+    """A record source read from one local file; relative image paths resolve against its folder."""
 
     def __init__(self, path: str | Path, **kwargs: Any):
         super().__init__(**kwargs)
         self.path = Path(path)
         self.name = str(path)
         self.base_dir = self.path.resolve().parent
+
+
+class JsonlSource(LocalFileSource):
+    """A local `.jsonl` / `.jsonl.gz` file in the Amazon Reviews 2023 metadata schema."""
 
     def _records(self) -> Iterator[tuple[str, Any, str | None]]:
         try:
@@ -141,14 +145,8 @@ class JsonlSource(RecordSource):
             raise DataSourceError(f"{self.name}: cannot read ({e})") from e
 
 
-class ParquetSource(RecordSource):
+class ParquetSource(LocalFileSource):
     """A local `.parquet` file with the same columns; rows are read in batches."""
-
-    def __init__(self, path: str | Path, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.path = Path(path)
-        self.name = str(path)
-        self.base_dir = self.path.resolve().parent
 
     def _records(self) -> Iterator[tuple[str, Any, str | None]]:
         try:
