@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 import mmsearch.store.milvus as store_module
-from mmsearch.store import ProductFilter, ProductStore
+from mmsearch.store import IndexConfig, ProductFilter, ProductStore
 from mmsearch.types import Product
 
 CATEGORIES = [f"Category {i}" for i in range(20)]
@@ -132,6 +132,7 @@ def bench(
     workdir: Path,
     build_only: bool,
     server_uri: str | None = None,
+    ef_sweep: tuple[int, ...] = (),
 ) -> dict:
     """Build (or reuse, if `workdir` already holds it) a collection of `rows` products, then query it."""
     rng = np.random.default_rng(0)
@@ -193,8 +194,17 @@ def bench(
     if store.count() != rows:
         raise RuntimeError(f"count {store.count()} != {rows}")
 
-    out["search"] = run_queries(store, queries, exact_top_k(base, queries, k), k)
+    truth = exact_top_k(base, queries, k)
+    out["search"] = run_queries(store, queries, truth, k)
     log(f"search {out['search']}")
+    if index == "HNSW" and ef_sweep:
+        default = store.index
+        out["ef_sweep"] = {}
+        for ef in ef_sweep:  # note: Lite still applies its ef floor (milvus.LITE_MIN_EF)
+            store.index = IndexConfig("HNSW", build=default.build, search={"ef": ef})
+            out["ef_sweep"][ef] = run_queries(store, queries, truth, k)
+            log(f"ef {ef}: {out['ef_sweep'][ef]}")
+        store.index = default
     broad = ProductFilter(category="Category 1", min_price=10.0)  # ~11% of rows
     broad_mask = (cols["cat"] == 1) & (cols["price"] >= 10.0)
     selective = ProductFilter(category="Category 19", min_rating=4.0)  # ~0.4% of rows
@@ -228,6 +238,7 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--workdir", type=Path, default=None, help="keep databases here and reuse them")
+    ap.add_argument("--ef", type=int, nargs="*", default=[], help="HNSW: also measure these search ef values")
     ap.add_argument("--uri", default=None, help="a Milvus server (http://host:port) instead of Milvus Lite")
     ap.add_argument("--build-only", action="store_true", help="upsert and stop (use with --workdir)")
     args = ap.parse_args()
@@ -256,7 +267,7 @@ def main() -> None:
                 t = time.perf_counter()
                 run = bench(
                     rows, index, dim=args.dim, n_queries=args.queries, k=args.k,
-                    text_vector=not args.no_text_vector, workdir=workdir, build_only=args.build_only, server_uri=args.uri,
+                    text_vector=not args.no_text_vector, workdir=workdir, build_only=args.build_only, server_uri=args.uri, ef_sweep=tuple(args.ef),
                 )  # fmt: skip
                 run["wall_s"] = round(time.perf_counter() - t, 1)
                 report["runs"].append(run)
