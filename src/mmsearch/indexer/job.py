@@ -332,6 +332,9 @@ class IndexJob:
             stop.set()
             producer.join()
             bar.close()
+        if report.indexed:
+            # On a server, seal the new segments so searches use the real index rather than the interim one.
+            self.store.flush()
         report.elapsed_s = time.perf_counter() - start
         report.items_per_s = report.indexed / report.elapsed_s if report.elapsed_s > 0 else 0.0
         report.fetch_stats = dict(self.fetcher.stats)
