@@ -31,4 +31,5 @@ lint: setup
 	$(BIN)/ruff format --check src tests benchmarks
 
 test: setup browser
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
