@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from phi3_kit import EXPECTED, KIT, MANIFEST, PARAMS, PROMPTS
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -25,22 +26,6 @@ from mmsearch.models.phi3_vision import (
 )
 from mmsearch.models.phi3_vision_loader import build_empty_model, load_phi3_vision
 from mmsearch.testing.phi3_vision import parity_tensor, random_phi3_vision
-
-KIT = Path(__file__).parent / "data" / "parity" / "phi3_vision"
-EXPECTED = json.loads((KIT / "expected.json").read_text())
-MANIFEST = {m.get("file") or m.get("key"): m for m in EXPECTED["manifest"]}
-PARAMS = json.loads((KIT / "params.json").read_text())["params"]
-PROMPTS = {
-    "p1": (
-        "<|user|>\n<|image_1|>\nDescribe the product in one word.<|end|>\n<|assistant|>\n",
-        ["landscape_rgb"],
-    ),
-    "p2": (
-        "<|user|>\n<|image_1|>\n<|image_2|>\nWhich image shows a triangle?<|end|>\n<|assistant|>\n",
-        ["portrait_rgb", "square_gray"],
-    ),
-    "pt": ("<|user|>\nred running shoes<|end|>\n<|assistant|>\n", []),
-}
 
 
 def kit_state_dict() -> dict[str, np.ndarray]:

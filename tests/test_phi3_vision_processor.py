@@ -4,32 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from phi3_kit import KIT, MANIFEST, PROMPTS
 from PIL import Image
 
 from mmsearch.errors import InvalidImageError
 from mmsearch.models.phi3_vision_processor import Phi3VisionImageProcessor, Phi3VisionProcessor
 
-KIT = Path(__file__).parent / "data" / "parity" / "phi3_vision"
-EXPECTED = json.loads((KIT / "expected.json").read_text())
-MANIFEST = {m.get("file") or m.get("key"): m for m in EXPECTED["manifest"]}
 IMAGES = ["landscape_rgb", "portrait_rgb", "square_gray", "transparent_rgba"]
-PROMPTS = {
-    "p1": (
-        "<|user|>\n<|image_1|>\nDescribe the product in one word.<|end|>\n<|assistant|>\n",
-        ["landscape_rgb"],
-    ),
-    "p2": (
-        "<|user|>\n<|image_1|>\n<|image_2|>\nWhich image shows a triangle?<|end|>\n<|assistant|>\n",
-        ["portrait_rgb", "square_gray"],
-    ),
-    "pt": ("<|user|>\nred running shoes<|end|>\n<|assistant|>\n", []),
-}
 
 
 @pytest.fixture(scope="module")
