@@ -235,6 +235,21 @@ def _check_images(items: list[GalleryItem], root: Path, flag: str) -> None:
         )
 
 
+def _read_benchmark_files(
+    captions: str | Path, splits: str | Path | None, benchmark: str
+) -> tuple[Path, Path, list, Any]:
+    """Read a composed-retrieval benchmark's captions file (a JSON list) and its image-split file."""
+    captions = Path(captions)
+    splits_path = Path(splits) if splits is not None else _default_split(captions)
+    entries = _read_json(captions, f"{benchmark} captions")
+    names = _read_json(splits_path, f"{benchmark} image split")
+    if not isinstance(entries, list):
+        raise DataSourceError(
+            f"{captions}: expected a JSON list of query entries, got {type(entries).__name__}"
+        )
+    return captions, splits_path, entries, names
+
+
 def load_cirr(
     captions: str | Path,
     *,
@@ -247,15 +262,8 @@ def load_cirr(
     The reference image is excluded from each query's ranking, as in CIRR's protocol. `images_root` is the
     folder the split's relative paths start from (default: `<cirr>/img_raw`).
     """
-    captions = Path(captions)
-    splits_path = Path(splits) if splits is not None else _default_split(captions)
+    captions, splits_path, entries, names = _read_benchmark_files(captions, splits, "CIRR")
     root = Path(images_root) if images_root is not None else captions.resolve().parent.parent / "img_raw"
-    entries = _read_json(captions, "CIRR captions")
-    names = _read_json(splits_path, "CIRR image split")
-    if not isinstance(entries, list):
-        raise DataSourceError(
-            f"{captions}: expected a JSON list of query entries, got {type(entries).__name__}"
-        )
     if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):
         raise DataSourceError(f"{splits_path}: expected a JSON object mapping image names to relative paths")
     if not root.is_dir():
@@ -321,15 +329,8 @@ def load_fashioniq(
     The two relative captions are joined with " and ", the usual way to make one instruction of them.
     `images_dir` holds `<asin>.png` or `.jpg` files (default: `<fashioniq>/images`).
     """
-    captions = Path(captions)
-    splits_path = Path(splits) if splits is not None else _default_split(captions)
+    captions, splits_path, entries, names = _read_benchmark_files(captions, splits, "FashionIQ")
     folder = Path(images_dir) if images_dir is not None else captions.resolve().parent.parent / "images"
-    entries = _read_json(captions, "FashionIQ captions")
-    names = _read_json(splits_path, "FashionIQ image split")
-    if not isinstance(entries, list):
-        raise DataSourceError(
-            f"{captions}: expected a JSON list of query entries, got {type(entries).__name__}"
-        )
     if not isinstance(names, list) or not all(isinstance(v, str) and v for v in names):
         raise DataSourceError(f"{splits_path}: expected a JSON list of image names")
     if not folder.is_dir():
