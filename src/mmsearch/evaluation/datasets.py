@@ -250,6 +250,21 @@ def _read_benchmark_files(
     return captions, splits_path, entries, names
 
 
+def _benchmark_set(
+    benchmark: str, captions: Path, splits_path: Path, images: Path, queries: list, gallery: list
+) -> EvalSet:
+    """Check a loaded benchmark has queries and its gallery images exist, and wrap it as an `EvalSet`."""
+    if not queries:
+        raise DataSourceError(f"{captions}: no queries (the list is empty)")
+    _check_images(gallery, images, "--images")
+    return EvalSet(
+        name=f"{benchmark}:{captions.name}",
+        queries=queries,
+        gallery=gallery,
+        info={"captions": str(captions), "splits": str(splits_path), "images": str(images)},
+    )
+
+
 def load_cirr(
     captions: str | Path,
     *,
@@ -298,15 +313,7 @@ def load_cirr(
                 exclude=(reference,),
             )
         )
-    if not queries:
-        raise DataSourceError(f"{captions}: no queries (the list is empty)")
-    _check_images(gallery, root, "--images")
-    return EvalSet(
-        name=f"cirr:{captions.name}",
-        queries=queries,
-        gallery=gallery,
-        info={"captions": str(captions), "splits": str(splits_path), "images": str(root)},
-    )
+    return _benchmark_set("cirr", captions, splits_path, root, queries, gallery)
 
 
 def _find_image(folder: Path, name: str) -> Path:
@@ -372,15 +379,7 @@ def load_fashioniq(
                 relevance={target: 1.0},
             )
         )
-    if not queries:
-        raise DataSourceError(f"{captions}: no queries (the list is empty)")
-    _check_images(gallery, folder, "--images")
-    return EvalSet(
-        name=f"fashioniq:{captions.name}",
-        queries=queries,
-        gallery=gallery,
-        info={"captions": str(captions), "splits": str(splits_path), "images": str(folder)},
-    )
+    return _benchmark_set("fashioniq", captions, splits_path, folder, queries, gallery)
 
 
 __all__ = [
