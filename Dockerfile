@@ -1,20 +1,18 @@
 # The mmsearch API (CPU). Build: docker build -t mmsearch . ; run via compose.yaml.
 FROM python:3.11-slim
 
-ARG TORCH_VERSION=2.13.0
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 \
     MMSEARCH_CACHE_DIR=/data/cache \
     HF_HOME=/data/huggingface
 
-# The CPU build of torch first: an unpinned torch from PyPI would pull several GB of CUDA wheels.
-RUN pip install "torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cpu
-
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY requirements.lock pyproject.toml README.md ./
+# Exactly the locked versions (hashes checked). The lock's torch is the CPU build, served by the PyTorch CPU index.
+RUN pip install --require-hashes --no-deps --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.lock
 COPY src ./src
-RUN pip install . \
+RUN pip install --no-deps . \
     && useradd --create-home --uid 10001 mmsearch \
     && mkdir -p /data && chown mmsearch /data
 

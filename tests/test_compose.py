@@ -77,9 +77,10 @@ def test_stateful_services_keep_data_in_declared_volumes(compose, services):
         )
 
 
-def test_dockerfile_installs_cpu_torch_and_serves_on_all_interfaces():
+def test_dockerfile_installs_the_lock_with_cpu_torch_and_serves_on_all_interfaces():
     text = (ROOT / "Dockerfile").read_text()
     assert "download.pytorch.org/whl/cpu" in text
-    assert re.search(r"^RUN pip install \.", text, re.M)
+    assert re.search(r"^RUN pip install --require-hashes --no-deps .*-r requirements\.lock", text, re.M)
+    assert re.search(r"^RUN pip install --no-deps \.", text, re.M)
     assert 'CMD ["mmsearch", "serve", "--host", "0.0.0.0", "--port", "8000"]' in text
     assert re.search(r"^USER (?!root)\w+", text, re.M), "the API must not run as root"

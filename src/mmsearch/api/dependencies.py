@@ -134,7 +134,7 @@ class SearchService:
             info = await asyncio.wait_for(asyncio.wrap_future(future), HEALTH_TIMEOUT_S)
             self._last_store_info = info
             body["milvus"] = {**info, "reachable": True, "stale": False}
-        except asyncio.TimeoutError:
+        except TimeoutError:
             # A long search holds the worker: report the last answer instead of queueing behind it.
             body["milvus"] = {**(self._last_store_info or body["milvus"]), "reachable": None, "stale": True}
         except StoreError as err:

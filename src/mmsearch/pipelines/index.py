@@ -6,7 +6,7 @@ Entry point: `run_index(settings, source="bootcamp", limit=...) -> IndexReport`;
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from mmsearch.pipelines.factory import SMOKE_BANNER, build_encoder, build_store
 
 def default_failure_log(settings: Settings) -> Path:
     """`<cache_dir>/failures/<collection>-<UTC time>.jsonl`: one file per run, created only on a failure."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return Path(settings.cache_dir) / "failures" / f"{settings.collection}-{stamp}.jsonl"
 
 
