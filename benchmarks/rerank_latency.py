@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
+from mmsearch.limits import MAX_REASONS_CHARS
 from mmsearch.models.phi3_vision_processor import Phi3VisionProcessor
 from mmsearch.reranker.base import RerankQuery
 from mmsearch.reranker.constrained import RankingConstraint, reasons_bound_for, token_budget, token_table
 from mmsearch.reranker.panel import panel_side_for, render_panel
 from mmsearch.reranker.phi3 import Phi3VisionReranker
 from mmsearch.reranker.prompt import build_prompt
-from mmsearch.reranker.schema import MAX_REASONS_CHARS
 from mmsearch.testing import build_tiny_phi3_vision
 from mmsearch.types import Hit
 

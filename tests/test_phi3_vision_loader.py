@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from mmsearch.errors import ModelLoadError
+from mmsearch.errors import ConfigError, ModelLoadError
 from mmsearch.models.phi3_vision_loader import load_phi3_vision
 from mmsearch.testing import build_tiny_phi3_vision
 
@@ -212,7 +212,7 @@ def test_unreachable_hub_id_names_the_repo_and_how_to_pass_a_directory():
 
 def test_unknown_dtype_is_rejected(tiny_dir):
     with pytest.raises(
-        ModelLoadError, match="dtype must be one of auto, float32, bfloat16, float16; got 'int8'"
+        ConfigError, match="unknown dtype 'int8'; expected one of auto, float32, bfloat16, float16"
     ):
         load_phi3_vision(str(tiny_dir), dtype="int8")
 

@@ -10,6 +10,7 @@ import math
 import pytest
 
 from mmsearch.errors import CollectionNotFoundError, EncoderMismatchError, InvalidQueryError, StoreError
+from mmsearch.limits import MAX_K
 from mmsearch.store import ProductFilter
 from mmsearch.types import Product
 
@@ -247,7 +248,7 @@ def test_search_with_wrong_dimension_names_the_argument(open_store, unit_vectors
 def test_search_with_bad_k_is_refused_before_any_call(store_backend, unit_vectors, k):
     with store_backend.open() as store, pytest.raises(InvalidQueryError) as err:
         store.search(unit_vectors(1, DIM)[0], k=k)
-    assert str(err.value) == f"k must be an integer between 1 and 16384, got {k!r}"
+    assert str(err.value) == f"k must be an integer between 1 and {MAX_K}, got {k!r}"
 
 
 def test_info_reports_encoder_count_and_mode(open_store, store_backend, unit_vectors):

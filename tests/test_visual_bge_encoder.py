@@ -280,7 +280,7 @@ def test_from_settings_smoke_builds_tiny_model(tmp_path):
 
 def test_float16_on_cpu_is_refused(tiny_dir):
     with pytest.raises(
-        ConfigError, match=r"dtype torch.float16 needs a GPU; use float32 \(or bfloat16\) on device 'cpu'"
+        ConfigError, match=r"dtype float16 needs a GPU; use --dtype float32 \(or bfloat16\) on device 'cpu'"
     ):
         tiny_visual_bge_encoder(tiny_dir, dtype="float16")
 

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mmsearch.limits import DEFAULT_MAX_K, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MAX_K
+
 # Official Visualized BGE releases: weights file inside the hub repo `BAAI/bge-visualized`, text model repo, dim.
 ENCODER_VARIANTS: dict[str, dict[str, object]] = {
     "base": {
@@ -53,9 +55,9 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=default_cache_dir)
 
     # Input bounds shared by the indexer, the CLI and the API.
-    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
-    max_image_pixels: int = Field(default=40_000_000, ge=64)
-    max_k: int = Field(default=50, ge=1, le=1000)
+    max_image_bytes: int = Field(default=MAX_IMAGE_BYTES, ge=1024)
+    max_image_pixels: int = Field(default=MAX_IMAGE_PIXELS, ge=64)
+    max_k: int = Field(default=DEFAULT_MAX_K, ge=1, le=MAX_K)
 
     # Tiny random-weight models and generated data (tests, CI, notebook smoke runs). Never search quality.
     smoke: bool = False

@@ -17,9 +17,10 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from mmsearch.errors import ImageTooLargeError, InvalidImageError
+from mmsearch.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 
-DEFAULT_MAX_BYTES = 20 * 1024 * 1024
-DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_BYTES = MAX_IMAGE_BYTES
+DEFAULT_MAX_PIXELS = MAX_IMAGE_PIXELS
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
 
 ImageSource = str | Path | bytes | bytearray | memoryview | Image.Image

@@ -28,6 +28,7 @@ from mmsearch.errors import (
     ModelLoadError,
 )
 from mmsearch.imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageSource, open_image
+from mmsearch.limits import resolve_device, resolve_dtype
 from mmsearch.models.bge_text import TextEncoderConfig
 from mmsearch.models.checkpoints import (
     load_state_dict_file,
@@ -51,58 +52,10 @@ TEXT_MODEL_FILES = (
     "vocab.txt",
     "sentencepiece.bpe.model",
 )
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
 
 
 class TextTruncatedWarning(UserWarning):
     """A text was longer than the model's window and was cut (the final [SEP] is kept)."""
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' -> cuda if available, else mps, else cpu; an explicit device must exist."""
-    name = str(device)
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available; use 'cpu' or 'auto'")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("device 'mps' requested but MPS is not available; use 'cpu' or 'auto'")
-    try:
-        return torch.device(name)
-    except RuntimeError as e:
-        raise ConfigError(f"unknown device {name!r}; expected 'auto', 'cpu', 'cuda' or 'mps'") from e
-
-
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """'auto' -> bfloat16 on CUDA, float32 elsewhere.
-
-    bfloat16 is allowed on CPU as an opt-in (fast with AVX512-BF16/AMX; embeddings then differ from float32 by
-    ~1e-3); float16 is refused on CPU, where PyTorch has no fast kernels for it.
-    """
-    if isinstance(dtype, torch.dtype):
-        resolved = dtype
-    elif dtype == "auto":
-        resolved = torch.bfloat16 if device.type == "cuda" else torch.float32
-    elif dtype in _DTYPES:
-        resolved = _DTYPES[dtype]
-    else:
-        raise ConfigError(f"unknown dtype {dtype!r}; expected 'auto', 'float32', 'bfloat16' or 'float16'")
-    if resolved not in (torch.float32, torch.bfloat16, torch.float16):
-        raise ConfigError(f"dtype {resolved} is not supported; expected float32, bfloat16 or float16")
-    if resolved == torch.float16 and device.type == "cpu":
-        raise ConfigError("dtype torch.float16 needs a GPU; use float32 (or bfloat16) on device 'cpu'")
-    return resolved
 
 
 def _chunks(n: int, size: int) -> Iterator[range]:
@@ -397,4 +350,4 @@ def _load_tokenizer(text_dir: Path) -> Any:
         raise ModelLoadError(f"cannot load the tokenizer from {str(text_dir)!r}: {e}") from None
 
 
-__all__ = ["TextTruncatedWarning", "VisualizedBGEEncoder", "resolve_device", "resolve_dtype"]
+__all__ = ["TextTruncatedWarning", "VisualizedBGEEncoder"]

@@ -17,6 +17,7 @@ from safetensors import safe_open
 from transformers import GenerationConfig
 
 from mmsearch.errors import ModelLoadError
+from mmsearch.limits import resolve_device, resolve_dtype
 from mmsearch.models.checkpoints import resolve_dir
 from mmsearch.models.phi3_vision import Phi3VisionConfig, Phi3VisionForCausalLM
 from mmsearch.models.phi3_vision_processor import Phi3VisionProcessor
@@ -28,31 +29,6 @@ _HINT = (
     "(config.json, model-*.safetensors + model.safetensors.index.json, tokenizer.json, tokenizer_config.json, "
     "preprocessor_config.json), e.g. MMSEARCH_RERANKER_MODEL=/models/Phi-3-vision-128k-instruct"
 )
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """Device for `device`; auto means cuda if available, else mps, else cpu."""
-    if str(device) != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """Dtype for `dtype`; auto means bfloat16 on CUDA (float16 without bf16), float16 on MPS, float32 on CPU."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float16 if device.type == "mps" else torch.float32
-    if dtype not in _DTYPES:
-        raise ModelLoadError(f"dtype must be one of auto, {', '.join(_DTYPES)}; got {dtype!r}")
-    return _DTYPES[dtype]
 
 
 def checkpoint_files(directory: Path) -> dict[str, Path]:
@@ -211,6 +187,4 @@ __all__ = [
     "checkpoint_files",
     "load_phi3_vision",
     "load_weights_strict",
-    "resolve_device",
-    "resolve_dtype",
 ]

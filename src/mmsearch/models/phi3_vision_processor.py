@@ -19,9 +19,8 @@ from PIL import Image
 from transformers import BatchFeature, PreTrainedTokenizerFast
 
 from mmsearch.imageio import ImageSource, open_image
+from mmsearch.limits import CLIP_MEAN, CLIP_STD
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_TAG = re.compile(r"<\|image_(\d+)\|>")
 
 
@@ -174,4 +173,4 @@ class Phi3VisionProcessor:
         return [self.decode(s, skip_special_tokens=skip_special_tokens) for s in sequences]
 
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "Phi3VisionImageProcessor", "Phi3VisionProcessor"]
+__all__ = ["Phi3VisionImageProcessor", "Phi3VisionProcessor"]

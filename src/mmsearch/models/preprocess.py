@@ -13,9 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-# OpenAI CLIP statistics, used by EVA02-CLIP.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from mmsearch.limits import CLIP_MEAN, CLIP_STD
 
 _MEAN = torch.tensor(CLIP_MEAN, dtype=torch.float32).view(3, 1, 1)
 _STD = torch.tensor(CLIP_STD, dtype=torch.float32).view(3, 1, 1)
@@ -68,8 +66,6 @@ def pixels_batch(images: Sequence[Image.Image], image_size: int) -> torch.Tensor
 
 
 __all__ = [
-    "CLIP_MEAN",
-    "CLIP_STD",
     "center_crop",
     "eval_transform",
     "pixels_batch",

@@ -14,12 +14,12 @@ from typing import Literal
 
 from PIL import Image
 
+from mmsearch.limits import MAX_REASONS_CHARS
 from mmsearch.types import Hit
 
 RerankStatus = Literal["ok", "repaired", "fallback"]
 
 # Bound on the overall reasons text carried in a result (the model's is bounded by the schema as well).
-MAX_REASONS_CHARS = 600
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,6 @@ class RetrievalOrderReranker(Reranker):
 
 
 __all__ = [
-    "MAX_REASONS_CHARS",
     "RerankQuery",
     "RerankResult",
     "RerankStatus",

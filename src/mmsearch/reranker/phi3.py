@@ -15,11 +15,12 @@ from PIL import Image, ImageDraw
 from transformers import LogitsProcessorList
 
 from mmsearch.errors import MMSearchError, ModelLoadError, RerankError
+from mmsearch.limits import MAX_REASONS_CHARS
 from mmsearch.reranker.base import Reranker, RerankQuery, RerankResult, result_in_order
 from mmsearch.reranker.constrained import RankingConstraint, reasons_bound_for, token_budget, token_table
 from mmsearch.reranker.panel import MAX_CANDIDATES, panel_side_for, render_panel
 from mmsearch.reranker.prompt import build_prompt
-from mmsearch.reranker.schema import MAX_REASONS_CHARS, check_output, resolve_attempts
+from mmsearch.reranker.schema import check_output, resolve_attempts
 from mmsearch.types import Hit
 
 # The retry keeps only a short reasons string: the likeliest cause of an unusable answer is running out of tokens.

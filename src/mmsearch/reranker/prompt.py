@@ -23,8 +23,9 @@ import json
 import unicodedata
 from collections.abc import Sequence
 
+from mmsearch.limits import MAX_INSTRUCTION_CHARS
+
 MAX_TITLE_CHARS = 80
-MAX_INSTRUCTION_CHARS = 300
 
 
 def clean_text(text: str, limit: int) -> str:
@@ -79,7 +80,6 @@ def build_prompt(
 
 
 __all__ = [
-    "MAX_INSTRUCTION_CHARS",
     "MAX_TITLE_CHARS",
     "build_prompt",
     "candidates_block",

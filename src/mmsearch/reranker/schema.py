@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
 
-MAX_REASONS_CHARS = 240
+from mmsearch.limits import MAX_REASONS_CHARS
+
 # Reasons are restricted to printable ASCII without quotes or backslashes: no JSON escapes and one byte per
 # character, so a character bound is also a token bound and the JSON always closes within max_new_tokens.
 REASONS_CHARSET = r"[A-Za-z0-9 ,.;:!?'()/+&%#*=_-]"
@@ -219,7 +220,6 @@ def resolve_attempts(
 
 __all__ = [
     "MAX_RAW_CHARS",
-    "MAX_REASONS_CHARS",
     "REASONS_CHARSET",
     "OutputCheck",
     "RankingOutput",

@@ -13,8 +13,7 @@ import numpy as np
 
 from mmsearch.errors import InvalidQueryError
 from mmsearch.imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageSource, open_image
-
-MAX_INSTRUCTION_CHARS = 2000
+from mmsearch.limits import MAX_INSTRUCTION_CHARS
 
 
 class Encoder(Protocol):
@@ -82,4 +81,4 @@ class QueryEncoder:
         return np.asarray(self.encoder.encode_texts([query.instruction]), dtype=np.float32)[0]
 
 
-__all__ = ["MAX_INSTRUCTION_CHARS", "Encoder", "Query", "QueryEncoder"]
+__all__ = ["Encoder", "Query", "QueryEncoder"]

@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 from mmsearch.errors import InvalidQueryError
+from mmsearch.limits import DEFAULT_RRF_K, MAX_K, MAX_RRF_K
 from mmsearch.retriever.query import Encoder, Query, QueryEncoder
 from mmsearch.types import Hit
 
@@ -36,8 +37,8 @@ class SearchOptions:
     mode: SearchMode = "joint"
     weights: tuple[float, float] = DEFAULT_WEIGHTS  # (image side, text side)
     ranker: RankerName = "weighted"
-    rrf_k: int = 60
-    max_k: int = 1000
+    rrf_k: int = DEFAULT_RRF_K
+    max_k: int = MAX_K
 
     def __post_init__(self):
         if not isinstance(self.k, int) or isinstance(self.k, bool) or not 1 <= self.k <= self.max_k:
@@ -52,8 +53,12 @@ class SearchOptions:
                 f"weights must be two finite non-negative numbers (image, text) with a positive sum, got {self.weights!r}"
             )
         object.__setattr__(self, "weights", w)
-        if not isinstance(self.rrf_k, int) or not 1 <= self.rrf_k <= 10_000:
-            raise InvalidQueryError(f"rrf_k must be an integer between 1 and 10000, got {self.rrf_k!r}")
+        if (
+            isinstance(self.rrf_k, bool)
+            or not isinstance(self.rrf_k, int)
+            or not 1 <= self.rrf_k <= MAX_RRF_K
+        ):
+            raise InvalidQueryError(f"rrf_k must be an integer between 1 and {MAX_RRF_K}, got {self.rrf_k!r}")
 
 
 @dataclass

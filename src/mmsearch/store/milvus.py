@@ -30,6 +30,7 @@ from mmsearch.errors import (
     StoreLockedError,
     StoreUnavailableError,
 )
+from mmsearch.limits import MAX_K, MAX_RRF_K
 from mmsearch.store.filters import ProductFilter, ids_expr
 from mmsearch.store.schema import (
     DEFAULT_INDEX_TYPE,
@@ -52,7 +53,6 @@ from mmsearch.types import Hit, Product
 log = logging.getLogger(__name__)
 
 SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://")
-MAX_K = 16384  # Milvus' own top-k ceiling
 _UPSERT_BATCH = 256  # rows per request: 256 x 2 x 1024-d float32 is 2 MiB, well under gRPC's 64 MiB cap
 _LOOKUP_BATCH = 500  # ids per `id in [...]` expression
 _COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
@@ -634,8 +634,8 @@ class ProductStore:
                 raise InvalidQueryError(f"weights must be two finite numbers, got {weights!r}")
             fuse = WeightedRanker(float(weights[0]), float(weights[1]))
         elif ranker == "rrf":
-            if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or not 1 <= rrf_k <= 16384:
-                raise InvalidQueryError(f"rrf_k must be an integer between 1 and 16384, got {rrf_k!r}")
+            if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or not 1 <= rrf_k <= MAX_RRF_K:
+                raise InvalidQueryError(f"rrf_k must be an integer between 1 and {MAX_RRF_K}, got {rrf_k!r}")
             fuse = RRFRanker(rrf_k)
         else:
             raise InvalidQueryError(f"ranker must be 'weighted' or 'rrf', got {ranker!r}")
@@ -711,4 +711,4 @@ class ProductStore:
         return f"ProductStore(uri={self.uri!r}, collection={self.collection!r})"
 
 
-__all__ = ["EXACT_FILTER_MAX_ROWS", "MAX_K", "ProductStore", "is_server_uri", "product_to_row", "row_to_hit"]
+__all__ = ["EXACT_FILTER_MAX_ROWS", "ProductStore", "is_server_uri", "product_to_row", "row_to_hit"]
