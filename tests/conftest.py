@@ -199,6 +199,8 @@ class StoreBackend:
     def open(self, **kwargs):
         from mmsearch.store import ProductStore
 
+        # Tests read right after they write: Strong, unless a test asks for another level.
+        kwargs.setdefault("consistency", "Strong")
         return ProductStore(self.uri, collection=self.collection, **kwargs)
 
 

@@ -609,6 +609,7 @@ def test_api_serves_from_a_milvus_server(milvus_server, tmp_path_factory):
             smoke_cache=tmp_path_factory.getbasetemp() / "smoke-cache",
             milvus_uri=milvus_server.uri,
             collection=collection,
+            milvus_consistency="Strong",  # the API reads right after the index run wrote
         )
         with TestClient(create_app(settings, with_reranker=False)) as c:
             health = c.get("/healthz").json()

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     milvus_uri: str = "./mmsearch.db"
     milvus_token: str | None = None
     collection: str = "amazon_products"
+    # Read consistency for searches (Strong, Session, Bounded, Eventually). Bounded may miss rows written in the
+    # last `common.gracefulTime` (5 s on a default server) and costs no wait; Strong waits for the server's
+    # next time tick (hundreds of ms per search under load). Milvus Lite always reads its own writes.
+    milvus_consistency: Literal["Strong", "Session", "Bounded", "Eventually"] = "Bounded"
 
     # Visualized BGE. `encoder_weights` is a hub repo id (file picked by variant), a local .pth, or a local dir.
     encoder_variant: Literal["base", "m3"] = "base"

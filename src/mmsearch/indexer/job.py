@@ -65,6 +65,7 @@ class IndexReport:
     first_failure: str | None = None
     fetch_stats: dict[str, int] = field(default_factory=dict)
     smoke: bool = False
+    stored: int | None = None  # rows in the collection after the run, read at Strong consistency
 
     def summary(self) -> str:
         """One line: counts, failures (and where they are logged), seconds, throughput."""
@@ -83,6 +84,8 @@ class IndexReport:
             f"(read {self.read_s:.1f} s, encode {self.encode_s:.1f} s, write {self.write_s:.1f} s, "
             f"encoder waited {self.wait_s:.1f} s)"
         )
+        if self.stored is not None:
+            line += f"; the collection holds {self.stored} products"
         return line
 
     def to_dict(self) -> dict[str, Any]:
@@ -335,6 +338,8 @@ class IndexJob:
         if report.indexed:
             # On a server, seal the new segments so searches use the real index rather than the interim one.
             self.store.flush()
+        # The final check reads at Strong consistency: it must see every row this run wrote.
+        report.stored = self.store.count(consistency="Strong")
         report.elapsed_s = time.perf_counter() - start
         report.items_per_s = report.indexed / report.elapsed_s if report.elapsed_s > 0 else 0.0
         report.fetch_stats = dict(self.fetcher.stats)

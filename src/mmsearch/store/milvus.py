@@ -61,6 +61,12 @@ _CONNECT_TIMEOUT_S = 10.0
 EXACT_FILTER_MAX_ROWS = 1000
 LITE_WRITE_TIMEOUT_S = 900.0
 LITE_MIN_EF = 1024
+# Milvus consistency levels a store may read at. Bounded reads see writes older than the server's
+# `common.gracefulTime` (5 s by default); Session also sees this process's own writes; Strong waits for the
+# server's next time tick (300-400 ms per search on the loopback 2.3.5 server, benchmarks/milvus_store.py).
+# Milvus Lite accepts every level and always reads its own writes.
+CONSISTENCY_LEVELS = ("Strong", "Session", "Bounded", "Eventually")
+DEFAULT_CONSISTENCY = "Bounded"
 
 
 def is_server_uri(uri: str) -> bool:
@@ -185,21 +191,45 @@ def _as_matrix(name: str, value: Any, rows: int, dim: int) -> np.ndarray:
     return arr
 
 
-def _as_query(name: str, value: Any, dim: int) -> np.ndarray:
+def _one_query(name: str, value: Any, dim: int) -> np.ndarray:
+    """One query vector, (dim,) or (1, dim), as a (1, dim) batch."""
     arr = np.asarray(value, dtype=np.float32)
-    if arr.ndim == 2 and arr.shape[0] == 1:
-        arr = arr[0]  # (1, dim) -> (dim,)
-    if arr.shape != (dim,):
+    if arr.shape not in ((dim,), (1, dim)):
         raise InvalidQueryError(f"{name} must have shape ({dim},), got {tuple(np.shape(value))}")
+    return arr.reshape(1, dim)
+
+
+def _as_queries(name: str, value: Any, dim: int) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise InvalidQueryError(f"{name} must have shape (nq, {dim}), got {tuple(np.shape(value))}")
     if not np.isfinite(arr).all():
         raise InvalidQueryError(f"{name} contains NaN or infinite values")
     return arr
+
+
+def _ranker(ranker: str, weights: tuple[float, float], rrf_k: int) -> WeightedRanker | RRFRanker:
+    if ranker == "weighted":
+        if len(weights) != 2 or not all(isinstance(w, int | float) and math.isfinite(w) for w in weights):
+            raise InvalidQueryError(f"weights must be two finite numbers, got {weights!r}")
+        return WeightedRanker(float(weights[0]), float(weights[1]))
+    if ranker == "rrf":
+        if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or not 1 <= rrf_k <= MAX_RRF_K:
+            raise InvalidQueryError(f"rrf_k must be an integer between 1 and {MAX_RRF_K}, got {rrf_k!r}")
+        return RRFRanker(rrf_k)
+    raise InvalidQueryError(f"ranker must be 'weighted' or 'rrf', got {ranker!r}")
 
 
 def _check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_K:
         raise InvalidQueryError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
     return int(k)
+
+
+def _check_consistency(level: str) -> str:
+    if level not in CONSISTENCY_LEVELS:
+        raise StoreError(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, got {level!r}")
+    return level
 
 
 def _server_version_tuple(version: str) -> tuple[int, int] | None:
@@ -212,6 +242,9 @@ class ProductStore:
 
     `uri` is a Milvus Lite path (default `./mmsearch.db`, one process at a time) or `http://host:19530` for a
     server. `index_type` is one of `schema.INDEX_DEFAULTS` and only matters when the collection is created.
+    `consistency` is the level reads use unless a call names its own (see `CONSISTENCY_LEVELS`): Bounded by
+    default, so a search may miss rows written in the last few seconds (5 s on a default server); pass
+    "Session" to read this process's own writes, "Strong" where a read must see every write made so far.
     """
 
     def __init__(
@@ -222,6 +255,7 @@ class ProductStore:
         token: str | None = None,
         timeout: float = 30.0,
         index_type: str = DEFAULT_INDEX_TYPE,
+        consistency: str = DEFAULT_CONSISTENCY,
     ):
         if not isinstance(collection, str) or not _COLLECTION_NAME.fullmatch(collection):
             raise StoreError(
@@ -232,6 +266,7 @@ class ProductStore:
             raise StoreError(f"timeout must be positive, got {timeout!r}")
         self.uri = uri
         self.collection = collection
+        self.consistency = _check_consistency(consistency)
         self.timeout = float(timeout)
         self.index = IndexConfig.for_type(index_type)
         self.is_server = is_server_uri(uri)
@@ -244,7 +279,12 @@ class ProductStore:
     @classmethod
     def from_settings(cls, settings) -> ProductStore:
         """The store named by `settings.milvus_uri`, `settings.milvus_token` and `settings.collection`."""
-        return cls(settings.milvus_uri, collection=settings.collection, token=settings.milvus_token)
+        return cls(
+            settings.milvus_uri,
+            collection=settings.collection,
+            token=settings.milvus_token,
+            consistency=getattr(settings, "milvus_consistency", DEFAULT_CONSISTENCY),
+        )
 
     # -- connection ---------------------------------------------------------------------------------------
 
@@ -500,37 +540,59 @@ class ProductStore:
             key: int(described.get(key, 0)) for key in ("indexed_rows", "total_rows", "pending_index_rows")
         }
 
-    def _query(self, expr: str, fields: list[str]) -> list[dict[str, Any]]:
+    def _level(self, consistency: str | None) -> str:
+        return self.consistency if consistency is None else _check_consistency(consistency)
+
+    def _query(self, expr: str, fields: list[str], consistency: str | None = None) -> list[dict[str, Any]]:
         with self._call("query"):
             return self._client.query(
-                self.collection, filter=expr, output_fields=fields, timeout=self.timeout
+                self.collection,
+                filter=expr,
+                output_fields=fields,
+                timeout=self.timeout,
+                consistency_level=self._level(consistency),
             )
 
-    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+    def existing_ids(self, ids: Sequence[str], *, consistency: str | None = None) -> set[str]:
         """The subset of `ids` already stored (used to skip work before encoding)."""
         self._ready()
         wanted = list(dict.fromkeys(ids))
         found: set[str] = set()
         for start in range(0, len(wanted), _LOOKUP_BATCH):
-            rows = self._query(ids_expr(wanted[start : start + _LOOKUP_BATCH]), [ID])
+            rows = self._query(ids_expr(wanted[start : start + _LOOKUP_BATCH]), [ID], consistency)
             found.update(str(r[ID]) for r in rows)
         return found
 
-    def get(self, ids: Sequence[str]) -> list[Hit]:
+    def get(self, ids: Sequence[str], *, consistency: str | None = None) -> list[Hit]:
         """Stored products by id, in the order asked (missing ids are left out); scores are NaN."""
         self._ready()
         wanted = list(dict.fromkeys(ids))
         by_id: dict[str, Hit] = {}
+        fields = [ID, *SCALAR_FIELDS]
         for start in range(0, len(wanted), _LOOKUP_BATCH):
-            for row in self._query(ids_expr(wanted[start : start + _LOOKUP_BATCH]), [ID, *SCALAR_FIELDS]):
+            for row in self._query(ids_expr(wanted[start : start + _LOOKUP_BATCH]), fields, consistency):
                 hit = row_to_hit(row, math.nan)
                 by_id[hit.id] = hit
         return [by_id[i] for i in wanted if i in by_id]
 
-    def count(self) -> int:
+    def get_vectors(
+        self, ids: Sequence[str], *, field: str = IMAGE_VECTOR, consistency: str | None = None
+    ) -> dict[str, np.ndarray]:
+        """Stored `field` vectors by id (missing ids are left out): queries by an indexed product."""
+        if field not in VECTOR_FIELDS:
+            raise InvalidQueryError(f"field must be one of {list(VECTOR_FIELDS)}, got {field!r}")
+        self._ready()
+        wanted = list(dict.fromkeys(ids))
+        out: dict[str, np.ndarray] = {}
+        for start in range(0, len(wanted), _LOOKUP_BATCH):
+            for row in self._query(ids_expr(wanted[start : start + _LOOKUP_BATCH]), [ID, field], consistency):
+                out[str(row[ID])] = np.asarray(row[field], dtype=np.float32)
+        return out
+
+    def count(self, *, consistency: str | None = None) -> int:
         """Live rows (deleted and overwritten rows excluded, unlike the server's segment statistics)."""
         self._ready()
-        rows = self._query("", ["count(*)"])
+        rows = self._query("", ["count(*)"], consistency)
         return int(rows[0]["count(*)"]) if rows else 0
 
     # -- search -------------------------------------------------------------------------------------------
@@ -549,32 +611,55 @@ class ProductStore:
         k: int = 10,
         filters: ProductFilter | None = None,
         field: str = IMAGE_VECTOR,
+        consistency: str | None = None,
     ) -> list[Hit]:
         """Top-k products by COSINE similarity of `field` to `vector` (shape (dim,)), best first."""
+        k = _check_k(k)
+        query = _one_query("vector", vector, self._ready().dim)
+        return self.search_batch(query, k=k, filters=filters, field=field, consistency=consistency)[0]
+
+    def search_batch(
+        self,
+        vectors: np.ndarray,
+        *,
+        k: int = 10,
+        filters: ProductFilter | None = None,
+        field: str = IMAGE_VECTOR,
+        consistency: str | None = None,
+    ) -> list[list[Hit]]:
+        """Top-k hits for each row of `vectors` (shape (nq, dim)) in one Milvus call; one list per query.
+
+        All queries share `k`, `filters` and `field`; callers with mixed options group their queries first.
+        `consistency` overrides the store's level for this call.
+        """
         k = _check_k(k)
         if field not in VECTOR_FIELDS:
             raise InvalidQueryError(f"field must be one of {list(VECTOR_FIELDS)}, got {field!r}")
         expr = self._filter_expr(filters)
+        level = self._level(consistency)
         stamp = self._ready()
         if field == TEXT_VECTOR and not stamp.text_vector:
             raise StoreError(f"collection {self.collection!r} at {self.uri} has no {TEXT_VECTOR} field")
-        query = _as_query("vector", vector, stamp.dim)
+        queries = _as_queries("vectors", vectors, stamp.dim)
+        if len(queries) == 0:
+            return []
         if expr and not self.is_server and self.index.index_type != "FLAT":
-            exact = self._exact_search_if_selective(query, k, expr, field)
+            exact = self._exact_search_if_selective(queries, k, expr, field, level)
             if exact is not None:
                 return exact
         with self._call("search"):
             results = self._client.search(
                 self.collection,
-                data=[query.tolist()],
+                data=queries.tolist(),
                 anns_field=field,
                 limit=k,
                 filter=expr,
                 output_fields=list(SCALAR_FIELDS),
                 search_params=self._search_params(k),
                 timeout=self.timeout,
+                consistency_level=level,
             )
-        return [row_to_hit(row, row["distance"]) for row in results[0]]
+        return [[row_to_hit(row, row["distance"]) for row in per_query] for per_query in results]
 
     def _search_params(self, k: int) -> dict[str, Any]:
         params = self.index.search_params(k)
@@ -585,25 +670,29 @@ class ProductStore:
         return params
 
     def _exact_search_if_selective(
-        self, query: np.ndarray, k: int, expr: str, field: str
-    ) -> list[Hit] | None:
+        self, queries: np.ndarray, k: int, expr: str, field: str, level: str
+    ) -> list[list[Hit]] | None:
         """Score the matching rows exactly when a filter leaves few of them; None when it leaves many.
 
         Milvus Lite's HNSW/IVF search under a selective filter returns few of the true neighbours (recall@10
         0.40 at 0.4% selectivity, benchmarks/milvus_store.py): the graph walk rarely reaches the allowed rows.
         Milvus servers fall back to brute force themselves, so this runs for Lite only.
         """
-        matched = self._query(expr, ["count(*)"])
+        matched = self._query(expr, ["count(*)"], level)
         if not matched or int(matched[0]["count(*)"]) > EXACT_FILTER_MAX_ROWS:
             return None
-        rows = self._query(expr, [ID, field, *SCALAR_FIELDS])
+        rows = self._query(expr, [ID, field, *SCALAR_FIELDS], level)
         if not rows:
-            return []
+            return [[] for _ in queries]
         vectors = np.asarray([r[field] for r in rows], dtype=np.float32)  # (m, dim)
-        norms = np.maximum(np.linalg.norm(vectors, axis=1) * np.linalg.norm(query), 1e-12)
-        sims = vectors @ query / norms  # (m,) cosine similarity, the COSINE metric's score
-        order = np.argsort(-sims, kind="stable")[:k]
-        return [row_to_hit(rows[i], float(sims[i])) for i in order]
+        row_norms = np.linalg.norm(vectors, axis=1)  # (m,)
+        query_norms = np.linalg.norm(queries, axis=1)  # (nq,)
+        sims = (queries @ vectors.T) / np.maximum(np.outer(query_norms, row_norms), 1e-12)  # (nq, m) cosine
+        out = []
+        for q_sims in sims:
+            order = np.argsort(-q_sims, kind="stable")[:k]
+            out.append([row_to_hit(rows[i], float(q_sims[i])) for i in order])
+        return out
 
     def hybrid_search(
         self,
@@ -615,34 +704,63 @@ class ProductStore:
         ranker: Literal["weighted", "rrf"] = "weighted",
         weights: tuple[float, float] = (0.7, 0.3),
         rrf_k: int = 60,
+        consistency: str | None = None,
     ) -> list[Hit]:
         """Fuse an `image_vector` search and a `text_vector` search in Milvus (needs Milvus >= 2.4 or Lite).
 
         `weighted` scores are w_img * sim_img + w_txt * sim_txt; `rrf` scores are sum of 1 / (rrf_k + rank).
         """
+        dim = self._ready().dim
+        images, texts = (
+            _one_query("image_vector", image_vector, dim),
+            _one_query("text_vector", text_vector, dim),
+        )
+        return self.hybrid_search_batch(
+            images,
+            texts,
+            k=k,
+            filters=filters,
+            ranker=ranker,
+            weights=weights,
+            rrf_k=rrf_k,
+            consistency=consistency,
+        )[0]
+
+    def hybrid_search_batch(
+        self,
+        image_vectors: np.ndarray,
+        text_vectors: np.ndarray,
+        *,
+        k: int = 10,
+        filters: ProductFilter | None = None,
+        ranker: Literal["weighted", "rrf"] = "weighted",
+        weights: tuple[float, float] = (0.7, 0.3),
+        rrf_k: int = 60,
+        consistency: str | None = None,
+    ) -> list[list[Hit]]:
+        """`hybrid_search` for nq queries at once (rows of both (nq, dim) arrays pair up), in one Milvus call."""
         stamp = self._ready()
         if not stamp.text_vector:
             raise StoreError(
                 f"collection {self.collection!r} at {self.uri} has no {TEXT_VECTOR}: it was created on a Milvus "
                 "server without multi-vector support (< 2.4). Hybrid search needs Milvus >= 2.4 or Milvus Lite."
             )
-        image_q = _as_query("image_vector", image_vector, stamp.dim)
-        text_q = _as_query("text_vector", text_vector, stamp.dim)
+        image_q = _as_queries("image_vectors", image_vectors, stamp.dim)
+        text_q = _as_queries("text_vectors", text_vectors, stamp.dim)
+        if len(image_q) != len(text_q):
+            raise InvalidQueryError(
+                f"image_vectors and text_vectors must have the same number of rows, "
+                f"got {len(image_q)} and {len(text_q)}"
+            )
         k = _check_k(k)
-        if ranker == "weighted":
-            if len(weights) != 2 or not all(isinstance(w, int | float) and math.isfinite(w) for w in weights):
-                raise InvalidQueryError(f"weights must be two finite numbers, got {weights!r}")
-            fuse = WeightedRanker(float(weights[0]), float(weights[1]))
-        elif ranker == "rrf":
-            if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or not 1 <= rrf_k <= MAX_RRF_K:
-                raise InvalidQueryError(f"rrf_k must be an integer between 1 and {MAX_RRF_K}, got {rrf_k!r}")
-            fuse = RRFRanker(rrf_k)
-        else:
-            raise InvalidQueryError(f"ranker must be 'weighted' or 'rrf', got {ranker!r}")
+        fuse = _ranker(ranker, weights, rrf_k)
         expr = self._filter_expr(filters)
+        level = self._level(consistency)
+        if len(image_q) == 0:
+            return []
         params = self._search_params(k)
         requests = [
-            AnnSearchRequest(data=[q.tolist()], anns_field=name, param=params, limit=k, expr=expr or None)
+            AnnSearchRequest(data=q.tolist(), anns_field=name, param=params, limit=k, expr=expr or None)
             for name, q in ((IMAGE_VECTOR, image_q), (TEXT_VECTOR, text_q))
         ]
         with self._call("hybrid_search"):
@@ -653,8 +771,9 @@ class ProductStore:
                 limit=k,
                 output_fields=list(SCALAR_FIELDS),
                 timeout=self.timeout,
+                consistency_level=level,
             )
-        return [row_to_hit(row, row["distance"]) for row in results[0]]
+        return [[row_to_hit(row, row["distance"]) for row in per_query] for per_query in results]
 
     # -- housekeeping -------------------------------------------------------------------------------------
 
@@ -711,4 +830,12 @@ class ProductStore:
         return f"ProductStore(uri={self.uri!r}, collection={self.collection!r})"
 
 
-__all__ = ["EXACT_FILTER_MAX_ROWS", "ProductStore", "is_server_uri", "product_to_row", "row_to_hit"]
+__all__ = [
+    "CONSISTENCY_LEVELS",
+    "DEFAULT_CONSISTENCY",
+    "EXACT_FILTER_MAX_ROWS",
+    "ProductStore",
+    "is_server_uri",
+    "product_to_row",
+    "row_to_hit",
+]
