@@ -120,6 +120,20 @@ def load_parts(args, tmp: Path):
     return model, processor, note
 
 
+def candidate_reasons_tokens(tok, k: int, chars: int) -> dict:
+    """Tokens a per-candidate reasons object adds for k candidates: typical (a short real-looking reason per
+    candidate, cut to `chars`) and worst case (`chars` characters each; the constrained charset spends at most
+    one token per character)."""
+    typical = "leopard print close, wrong phone model"[:chars]
+    field = ',"candidate_reasons":{' + ",".join(f'"{i}":"{typical}"' for i in range(1, k + 1)) + "}"
+    worst = len(',"candidate_reasons":{}') + sum(len(f'"{i}":""') + chars for i in range(1, k + 1)) + (k - 1)
+    return {
+        "chars_per_candidate": chars,
+        "extra_tokens_typical": len(tok(field, add_special_tokens=False).input_ids),
+        "extra_tokens_worst_case": worst,
+    }
+
+
 def time_split(model, processor, prompt: str, images, decode_steps: int) -> dict:
     """Prefill (vision + prompt, one forward) and `decode_steps` cached single-token steps, in ms."""
     inputs = processor(prompt, images)
@@ -155,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode-steps", type=int, default=4)
     p.add_argument(
         "--typical-reasons-tokens", type=int, default=30, help="reasons length assumed for a real model"
+    )
+    p.add_argument(
+        "--candidate-reasons-chars",
+        type=int,
+        default=40,
+        help="per-candidate reason length priced in the candidate_reasons estimate (issue 13)",
     )
     p.add_argument("--caption", action="store_true", help="also time a caption pass over the query image")
     p.add_argument("--caption-tokens", type=int, default=50, help="generated tokens assumed for a caption")
@@ -205,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             tok('{"ranking":[' + ",".join(str(i) for i in range(1, k + 1)) + '],"reasons":""}').input_ids
         )
         typical_generated = structure_tokens + args.typical_reasons_tokens + 1
+        per_candidate = candidate_reasons_tokens(tok, k, args.candidate_reasons_chars)
 
         result: dict = {
             "benchmark": "rerank_latency",
@@ -251,6 +272,21 @@ def main(argv: list[str] | None = None) -> int:
                 },
             }
             generated, passes = typical_generated, 1
+            result["candidate_reasons_cost"] = {
+                "note": (
+                    'what a bounded per-candidate field ,"candidate_reasons":{"1":"...",...} would add to one '
+                    "pass: extra generated tokens x the measured decode step"
+                ),
+                **per_candidate,
+                "extra_decode_ms_typical": round(step * per_candidate["extra_tokens_typical"]),
+                "extra_decode_ms_worst_case": round(step * per_candidate["extra_tokens_worst_case"]),
+                "vs_typical_pass": round(
+                    step
+                    * per_candidate["extra_tokens_typical"]
+                    / (split["prefill_ms"] + step * typical_generated),
+                    3,
+                ),
+            }
             if args.caption:
                 cap = time_split(model, processor, CAPTION_PROMPT, [query], 1)
                 cap_ms = cap["prefill_ms"] + step * args.caption_tokens

@@ -160,12 +160,31 @@ def test_phi3_uses_a_valid_retry(tiny_dir):
 
 def test_phi3_repairs_a_partial_answer_without_retrying(tiny_dir):
     hits = _hits(4)
-    result = _ScriptedAnswers(['{"ranking": [2, 2, 9], "reasons": "r"}'], tiny_dir).rerank(
-        RerankQuery(), hits
-    )
+    result = _ScriptedAnswers(['{"ranking": [2, 2], "reasons": "r"}'], tiny_dir).rerank(RerankQuery(), hits)
     assert (result.status, result.order, result.stats["passes"]) == ("repaired", [1, 0, 2, 3], 1)
-    assert result.reason == (
-        "dropped unknown ids [9]; dropped duplicate ids [2]; appended missing ids [1, 3, 4] in retrieval order"
+    assert result.reason == "dropped duplicate ids [2]; appended missing ids [1, 3, 4] in retrieval order"
+
+
+def test_phi3_falls_back_on_two_different_answers_with_reason_ambiguous(tiny_dir):
+    """Issue 13: an output holding two different answers used to be read as its first one."""
+    hits = _hits(3)
+    two = '{"ranking": [1, 2, 3], "reasons": ""} {"ranking": [3, 2, 1], "reasons": ""}'
+    result = _ScriptedAnswers([two, two], tiny_dir).rerank(RerankQuery(), hits)
+    assert (result.status, result.order) == ("fallback", [0, 1, 2])
+    assert result.reason.endswith(
+        "retry unusable (ambiguous: 2 different answers (rankings [1, 2, 3], [3, 2, 1])); kept retrieval order"
+    )
+
+
+def test_phi3_does_not_repair_an_id_outside_the_panel(tiny_dir):
+    """Issue 13: an id such as k+1 shows the model misread the labels; it is retried, not dropped."""
+    hits = _hits(3)
+    result = _ScriptedAnswers(
+        ['{"ranking": [4, 1, 2], "reasons": ""}', '{"ranking": [2, 1, 3], "reasons": ""}'], tiny_dir
+    ).rerank(RerankQuery(), hits)
+    assert (result.status, result.order, result.stats["passes"]) == ("ok", [1, 0, 2], 2)
+    assert result.reason.startswith(
+        "first answer unusable (ranking holds ids that are not candidates 1..3: [4])"
     )
 
 

@@ -52,8 +52,6 @@ def search_response(result: SearchResult, request: SearchRequest) -> dict[str, A
     body = result.to_dict()
     for hit in body["hits"]:
         hit["thumbnail_url"] = thumbnail_url(hit["id"])
-    if result.rerank is not None and body.get("rerank") is not None:
-        body["rerank"]["candidate_reasons"] = getattr(result.rerank, "candidate_reasons", None)
     filters = request.filters
     body["query"] = {
         "has_image": request.image is not None,

@@ -6,6 +6,7 @@ Every implementation returns all of its input hits, reordered, and says how it g
 
 from __future__ import annotations
 
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -45,7 +46,6 @@ class RerankResult:
     reason: str | None = None
     raw_output: str | None = None
     reasons: str = ""
-    candidate_reasons: dict[str, str] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
 
@@ -61,15 +61,23 @@ class RerankResult:
             "reason": self.reason,
             "raw_output": self.raw_output,
             "reasons": self.reasons,
-            "candidate_reasons": self.candidate_reasons,
             "timings": dict(self.timings),
             "stats": dict(self.stats),
         }
 
 
+# Lone surrogates (from JSON escapes such as "\\ud800") cannot be encoded as UTF-8; control characters garble output.
+_INVALID_TEXT = re.compile(r"[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def valid_text(text: str) -> str:
+    """`text` with lone surrogates and control characters replaced by U+FFFD: always encodable as UTF-8."""
+    return _INVALID_TEXT.sub("\ufffd", text)
+
+
 def bounded_reasons(text: str, limit: int = MAX_REASONS_CHARS) -> str:
-    """Collapse whitespace and cut to `limit` characters (with an ellipsis when cut)."""
-    text = " ".join(str(text).split())
+    """Valid text with whitespace collapsed, cut to `limit` characters (with an ellipsis when cut)."""
+    text = " ".join(valid_text(str(text)).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -137,4 +145,5 @@ __all__ = [
     "RetrievalOrderReranker",
     "bounded_reasons",
     "result_in_order",
+    "valid_text",
 ]

@@ -1,10 +1,11 @@
 """The reranker's output contract `{"ranking": [ids], "reasons": "..."}`: the per-request JSON schema that
 constrains decoding, the pydantic model that validates it, and the safe repair. Entry point: `check_output`.
 
-Candidate ids are the panel labels 1..k. `check_output` returns "ok" (a valid permutation), "repaired" (valid
-JSON with at least one known id: unknown ids and duplicates dropped, missing ids appended in retrieval order,
-reasons cut to the bound; the reason says which) or "invalid" (the caller retries, then falls back). No path
-drops a candidate.
+Candidate ids are the panel labels 1..k. `check_output` reads every top-level JSON object in the text and
+returns "ok" (exactly one answer, a valid permutation), "repaired" (one answer naming only candidate ids, with
+repeats dropped and missing ids appended in retrieval order, or reasons cleaned or cut; the note says which) or
+"invalid" with a `code`: two different answers are "ambiguous", ids outside 1..k are "not_candidates" (the
+caller retries, then falls back to retrieval order). No path drops a candidate.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
 
 from mmsearch.limits import MAX_REASONS_CHARS
+from mmsearch.reranker.base import valid_text
 
 # Reasons are restricted to printable ASCII without quotes or backslashes: no JSON escapes and one byte per
 # character, so a character bound is also a token bound and the JSON always closes within max_new_tokens.
 REASONS_CHARSET = r"[A-Za-z0-9 ,.;:!?'()/+&%#*=_-]"
 # Refuse to parse anything longer than this: constrained output is a few hundred characters.
 MAX_RAW_CHARS = 100_000
+# Braces that start no JSON object before the scan for answers gives up (keeps it linear in the text).
+MAX_FALSE_STARTS = 64
 
 Verdict = Literal["ok", "repaired", "invalid"]
 
@@ -87,37 +91,45 @@ class RankingOutput(BaseModel):
 
 @dataclass(frozen=True)
 class OutputCheck:
-    """Outcome of checking one model output. `order` holds 0-based retrieval positions (None when invalid)."""
+    """Outcome of checking one model output. `order` holds 0-based retrieval positions (None when invalid);
+    `code` names an invalid output's problem ("ambiguous", "not_candidates", "not_json", ...)."""
 
     verdict: Verdict
     order: list[int] | None
     reasons: str
     note: str | None  # what was repaired, or why the output is invalid
+    code: str | None = None
 
 
-def _parse(raw: str) -> Any:
-    """json.loads, else the first JSON value starting at the first '{' (text around it is ignored)."""
-    try:
-        return json.loads(raw)
-    except ValueError:
-        start = raw.find("{")
-        if start < 0:
-            raise
-        value, _ = json.JSONDecoder().raw_decode(raw, start)
-        return value
+def _invalid(code: str, note: str) -> OutputCheck:
+    return OutputCheck("invalid", None, "", note, code)
 
 
-def _as_id(item: Any, k: int) -> int | None:
-    """An id in 1..k from an int or a string of digits; anything else is unknown."""
-    if isinstance(item, bool):
-        return None
-    if isinstance(item, int):
-        value = item
-    elif isinstance(item, str) and item.strip().isdigit() and len(item.strip()) <= 4:
-        value = int(item.strip())
-    else:
-        return None
-    return value if 1 <= value <= k else None
+def json_objects(raw: str) -> tuple[list[dict[str, Any]], bool]:
+    """Every top-level JSON object in `raw`, left to right, and whether the scan was complete.
+
+    A `{` that starts no JSON object (prose such as "{maybe}") is skipped, so braces before the answer cannot
+    hide it. The scan stops, incomplete, after MAX_FALSE_STARTS such braces, which bounds its cost.
+    """
+    decoder = json.JSONDecoder()
+    found: list[dict[str, Any]] = []
+    pos, false_starts = 0, 0
+    while (start := raw.find("{", pos)) >= 0:
+        try:
+            value, pos = decoder.raw_decode(raw, start)
+        except (ValueError, RecursionError):
+            false_starts += 1
+            if false_starts > MAX_FALSE_STARTS:
+                return found, False
+            pos = start + 1
+            continue
+        found.append(value)
+    return found, True
+
+
+def _is_candidate(item: Any, k: int) -> bool:
+    """Only the integers 1..k are candidate ids ("2", 2.0 and true are not: the model misread the format)."""
+    return isinstance(item, int) and not isinstance(item, bool) and 1 <= item <= k
 
 
 def _short(values: list[Any], limit: int = 8) -> str:
@@ -128,71 +140,105 @@ def _short(values: list[Any], limit: int = 8) -> str:
     return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
 
 
-def check_output(raw: str | None, k: int, *, max_reasons_chars: int = MAX_REASONS_CHARS) -> OutputCheck:
-    """Validate one raw model output against the k candidates; repair it when that is safe.
+def _clean_reasons(reasons: Any, limit: int, notes: list[str]) -> str:
+    """Reasons as valid, bounded text; every change is noted."""
+    if not isinstance(reasons, str):
+        notes.append(f'ignored non-string "reasons" ({type(reasons).__name__})')
+        return ""
+    text = valid_text(reasons)
+    if text != reasons:
+        notes.append("replaced invalid characters in reasons")
+    if len(text) > limit:
+        notes.append(f"cut reasons from {len(text)} to {limit} characters")
+        text = text[:limit]
+    return text
 
-    Safe means: the text holds a JSON object whose "ranking" is a list naming at least one candidate id.
+
+def _answers(raw: str) -> tuple[list[dict[str, Any]], bool] | OutputCheck:
+    """The answers (JSON objects with a "ranking" key) and whether the text was one bare JSON object."""
+    try:
+        whole = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        objects, complete = json_objects(raw)
+        if not complete:
+            return _invalid("not_json", f"gave up after {MAX_FALSE_STARTS} braces that start no JSON object")
+        if not objects:
+            return _invalid("not_json", f"not JSON ({type(e).__name__}: {str(e)[:80]})")
+        bare = False
+    else:
+        if not isinstance(whole, dict):
+            return _invalid("not_object", f"expected a JSON object, got {type(whole).__name__}")
+        objects, bare = [whole], True
+    answers = [o for o in objects if "ranking" in o]
+    if not answers:
+        return _invalid("no_answer", f'none of the {len(objects)} JSON objects has a "ranking" key')
+    return answers, bare
+
+
+def check_output(raw: str | None, k: int, *, max_reasons_chars: int = MAX_REASONS_CHARS) -> OutputCheck:
+    """Validate one raw model output against the k candidates; repair it only when that is safe.
+
+    Every top-level JSON object is read; those with a "ranking" key are answers. Answers with different
+    rankings are `ambiguous`; an id that is not a candidate shows the model misread the panel
+    (`not_candidates`). Both are invalid, never repaired. The one repair: a ranking of candidate ids only that
+    repeats or misses some gets the repeats dropped and the missing ids appended in retrieval order.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if raw is None or not raw.strip():
-        return OutputCheck("invalid", None, "", "empty output")
+        return _invalid("empty", "empty output")
     if len(raw) > MAX_RAW_CHARS:
-        return OutputCheck("invalid", None, "", f"output of {len(raw)} characters exceeds {MAX_RAW_CHARS}")
+        return _invalid("too_long", f"output of {len(raw)} characters exceeds {MAX_RAW_CHARS}")
     ctx = {"k": k, "max_reasons_chars": max_reasons_chars}
     try:
         ok = RankingOutput.model_validate_json(raw.strip(), context=ctx)
-        return OutputCheck("ok", [i - 1 for i in ok.ranking], ok.reasons, None)
     except (ValidationError, RecursionError):
         pass
+    else:
+        notes: list[str] = []
+        reasons = _clean_reasons(ok.reasons, max_reasons_chars, notes)
+        order = [i - 1 for i in ok.ranking]
+        return OutputCheck("repaired" if notes else "ok", order, reasons, "; ".join(notes) or None)
 
-    try:
-        data = _parse(raw)
-    except (ValueError, RecursionError) as e:
-        return OutputCheck("invalid", None, "", f"not JSON ({type(e).__name__}: {str(e)[:80]})")
-    if not isinstance(data, dict):
-        return OutputCheck("invalid", None, "", f"expected a JSON object, got {type(data).__name__}")
-    ranking = data.get("ranking")
+    found = _answers(raw)
+    if isinstance(found, OutputCheck):
+        return found
+    answers, bare = found
+    rankings = list(dict.fromkeys(json.dumps(a["ranking"])[:40] for a in answers))
+    if len(rankings) > 1:
+        shown = ", ".join(rankings[:3])
+        return _invalid("ambiguous", f"ambiguous: {len(rankings)} different answers (rankings {shown})")
+    data = answers[0]
+    ranking = data["ranking"]
     if not isinstance(ranking, list):
-        return OutputCheck("invalid", None, "", f'"ranking" must be a list, got {type(ranking).__name__}')
+        return _invalid("bad_ranking", f'"ranking" must be a list, got {type(ranking).__name__}')
+    if not ranking:
+        return _invalid("bad_ranking", "ranking is empty")
+    strangers = [item for item in ranking if not _is_candidate(item, k)]
+    if strangers:
+        return _invalid(
+            "not_candidates", f"ranking holds ids that are not candidates 1..{k}: [{_short(strangers)}]"
+        )
 
-    kept: list[int] = []
-    unknown: list[Any] = []
-    duplicates: list[int] = []
-    for item in ranking:
-        value = _as_id(item, k)
-        if value is None:
-            unknown.append(item)
-        elif value in kept:
-            duplicates.append(value)
-        else:
-            kept.append(value)
-    if not kept:
-        return OutputCheck("invalid", None, "", f"ranking names none of the candidate ids 1..{k}")
-
+    kept = list(dict.fromkeys(ranking))
     notes = []
-    if unknown:
-        notes.append(f"dropped unknown ids [{_short(unknown)}]")
-    if duplicates:
-        notes.append(f"dropped duplicate ids [{_short(duplicates)}]")
+    if len(answers) > 1:
+        notes.append(f"used one of {len(answers)} identical answers")
+    if len(kept) < len(ranking):
+        notes.append(
+            f"dropped duplicate ids [{_short([v for i, v in enumerate(ranking) if v in ranking[:i]])}]"
+        )
     missing = [i for i in candidate_ids(k) if i not in kept]
     if missing:
         notes.append(f"appended missing ids [{_short(missing)}] in retrieval order")
-    reasons = data.get("reasons", "")
-    if not isinstance(reasons, str):
-        notes.append(f'ignored non-string "reasons" ({type(reasons).__name__})')
-        reasons = ""
-    elif len(reasons) > max_reasons_chars:
-        notes.append(f"cut reasons from {len(reasons)} to {max_reasons_chars} characters")
-        reasons = reasons[:max_reasons_chars]
+    reasons = _clean_reasons(data.get("reasons", ""), max_reasons_chars, notes)
     extra = sorted(set(data) - {"ranking", "reasons"})
     if extra:
         notes.append(f"ignored extra keys [{_short(extra)}]")
     if not notes:
-        # Valid content that failed strict parsing only because of surrounding text or "1"-style ids.
+        # Valid content that failed strict parsing only because of text around it (or whitespace inside).
         notes.append("accepted after lenient parsing")
-    order = [i - 1 for i in kept + missing]
-    return OutputCheck("repaired", order, reasons, "; ".join(notes))
+    return OutputCheck("repaired", [i - 1 for i in kept + missing], reasons, "; ".join(notes))
 
 
 def resolve_attempts(
@@ -219,6 +265,7 @@ def resolve_attempts(
 
 
 __all__ = [
+    "MAX_FALSE_STARTS",
     "MAX_RAW_CHARS",
     "REASONS_CHARSET",
     "OutputCheck",
@@ -226,6 +273,7 @@ __all__ = [
     "Verdict",
     "candidate_ids",
     "check_output",
+    "json_objects",
     "max_output_chars",
     "ranking_schema",
     "resolve_attempts",

@@ -148,7 +148,7 @@ function renderRerank(rr) {
   $("rerank-raw").textContent = rr.raw_output || "";
 }
 
-function card(hit, change, reason) {
+function card(hit, change) {
   const art = el("article", "card panel");
   art.dataset.id = hit.id;
   const thumb = el("div", "thumb");
@@ -175,7 +175,6 @@ function card(hit, change, reason) {
   let scoreText = `score ${Number(hit.score).toFixed(4)}`;
   if (change && change.before !== change.after) scoreText += ` · retrieved #${change.before}`;
   body.append(el("div", "score", scoreText));
-  if (reason) body.append(el("div", "card-reason", reason));
   art.append(thumb, body);
   return art;
 }
@@ -183,9 +182,8 @@ function card(hit, change, reason) {
 function renderResults(data, roundTripMs) {
   const hits = data.hits || [];
   const changes = new Map((data.rank_changes || []).map((c) => [c.id, c]));
-  const reasons = (data.rerank && data.rerank.candidate_reasons) || {};
   const grid = $("grid");
-  grid.replaceChildren(...hits.map((h) => card(h, changes.get(h.id), reasons[h.id])));
+  grid.replaceChildren(...hits.map((h) => card(h, changes.get(h.id))));
   $("empty").hidden = hits.length > 0;
   if (!hits.length) $("empty").firstElementChild.textContent = "No products matched.";
   const moved = (data.rank_changes || []).filter((c) => c.before !== c.after).length;
