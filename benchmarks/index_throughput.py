@@ -27,9 +27,9 @@ from PIL import Image
 from transformers import AutoTokenizer
 
 from mmsearch.indexer.failures import FailureLog
-from mmsearch.indexer.images import ImageFetcher
 from mmsearch.indexer.job import IndexJob
 from mmsearch.indexer.sources import JsonlSource
+from mmsearch.media.fetch import ImageFetcher
 from mmsearch.models.encoder import VisualizedBGEEncoder
 from mmsearch.models.visualized_bge import VisualizedBGE, VisualizedBGEConfig
 from mmsearch.store import ProductStore

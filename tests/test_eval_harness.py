@@ -18,7 +18,7 @@ from mmsearch.evaluation.datasets import EvalQuery, EvalSet
 from mmsearch.evaluation.harness import evaluate, ranking_keys
 from mmsearch.evaluation.metrics import METRIC_NAMES
 from mmsearch.evaluation.synthetic import generate_synthetic_set
-from mmsearch.imageio import open_image
+from mmsearch.media.decode import open_image
 from mmsearch.pipelines import SearchPipeline
 from mmsearch.pipelines.index import run_index
 from mmsearch.reranker.base import (

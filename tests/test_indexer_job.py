@@ -12,9 +12,9 @@ from indexer_support import amazon_record, bad_payloads, product_image_bytes, se
 
 from mmsearch.errors import DataSourceError, EncoderMismatchError
 from mmsearch.indexer.failures import FailureLog, read_failures
-from mmsearch.indexer.images import ImageFetcher
 from mmsearch.indexer.job import IndexJob, IndexReport
 from mmsearch.indexer.sources import JsonlSource, Source
+from mmsearch.media.fetch import ImageFetcher
 from mmsearch.store import ProductStore
 from mmsearch.testing import tiny_visual_bge_encoder
 from mmsearch.types import Product

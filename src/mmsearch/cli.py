@@ -152,7 +152,7 @@ def _add_search(sub) -> None:
 
 def _fetch_query_image(ref: str, settings: Settings) -> bytes | str:
     if ref.startswith(("http://", "https://")):
-        from mmsearch.indexer.images import ImageFetcher
+        from mmsearch.media.fetch import ImageFetcher
 
         with ImageFetcher(
             cache_dir=settings.cache_dir / "images", max_bytes=settings.max_image_bytes

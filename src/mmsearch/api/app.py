@@ -21,7 +21,7 @@ from mmsearch.api.routes import router
 from mmsearch.api.thumbnails import Thumbnailer
 from mmsearch.api.worker import DEFAULT_MAX_PENDING, InferenceWorker
 from mmsearch.config import Settings
-from mmsearch.indexer.images import ImageFetcher
+from mmsearch.media.fetch import ImageFetcher
 from mmsearch.pipelines import SearchPipeline
 from mmsearch.pipelines.factory import SMOKE_BANNER, build_encoder, build_reranker, build_store
 from mmsearch.retriever import QueryEncoder, Retriever

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from mmsearch.api.errors import RequestTooLargeError, UnsupportedMediaTypeError
 from mmsearch.config import Settings
 from mmsearch.errors import ImageTooLargeError, InvalidFilterError, InvalidImageError, InvalidQueryError
-from mmsearch.imageio import open_image
+from mmsearch.media.decode import open_image
 from mmsearch.pipelines import SearchRequest
 from mmsearch.retriever.retriever import DEFAULT_WEIGHTS
 from mmsearch.store import ProductFilter

@@ -1,7 +1,7 @@
 """Thumbnails for `GET /images`: a product's stored image reference → a small JPEG, cached in memory.
 
 Entry point: `Thumbnailer(fetcher).render(ref)`. A reference is what the indexer stored in `image_url`: a local
-path (bootcamp folder, local files) or an http(s) URL, which goes through the indexer's `ImageFetcher` and so hits
+path (bootcamp folder, local files) or an http(s) URL, which goes through `mmsearch.media.ImageFetcher` and so hits
 its on-disk cache of images downloaded at index time. Every image is decoded with the byte and pixel bounds.
 """
 
@@ -16,7 +16,7 @@ from PIL import Image
 
 from mmsearch.api.errors import ImageUnavailableError
 from mmsearch.errors import InvalidImageError
-from mmsearch.indexer.images import ImageFetcher
+from mmsearch.media.fetch import ImageFetcher
 from mmsearch.types import Hit
 
 THUMBNAIL_SIDE = 320

@@ -1,6 +1,7 @@
-"""The batch indexer: `sources` (product records) -> `images` (fetch, decode, validate) -> `job` (encode, upsert).
+"""The batch indexer: `sources` (product records) -> images (`mmsearch.media`: fetch, decode, validate) -> `job`
+(encode, upsert).
 
-Entry points: `mmsearch.indexer.sources.open_source`, `mmsearch.indexer.images.ImageFetcher`,
-`mmsearch.indexer.job.IndexJob`; `mmsearch.pipelines.index.run_index` builds them all from `Settings`.
-Nothing is imported here, so `import mmsearch.indexer.images` stays light.
+Entry points: `mmsearch.indexer.sources.open_source`, `mmsearch.indexer.job.IndexJob`;
+`mmsearch.pipelines.index.run_index` builds them all from `Settings`. Nothing is imported here, so importing one
+submodule stays light.
 """

@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 
 from mmsearch.errors import ConfigError, InvalidImageError, InvalidTextError
 from mmsearch.indexer.failures import FailureLog
-from mmsearch.indexer.images import ImageFetcher
 from mmsearch.indexer.sources import Source
+from mmsearch.media.fetch import ImageFetcher
 from mmsearch.types import Product
 
 log = logging.getLogger(__name__)

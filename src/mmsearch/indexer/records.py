@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mmsearch.indexer.images import is_url
+from mmsearch.media.fetch import is_url
 from mmsearch.types import Product
 
 MAX_ID_LENGTH = 512  # bytes; the store's VARCHAR primary key limit

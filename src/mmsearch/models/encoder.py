@@ -27,8 +27,8 @@ from mmsearch.errors import (
     InvalidTextError,
     ModelLoadError,
 )
-from mmsearch.imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageSource, open_image
 from mmsearch.limits import resolve_device, resolve_dtype
+from mmsearch.media.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageSource, open_image
 from mmsearch.models.bge_text import TextEncoderConfig
 from mmsearch.models.checkpoints import (
     load_state_dict_file,

@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 from transformers import BatchFeature, PreTrainedTokenizerFast
 
-from mmsearch.imageio import ImageSource, open_image
 from mmsearch.limits import CLIP_MEAN, CLIP_STD
+from mmsearch.media.decode import ImageSource, open_image
 
 IMAGE_TAG = re.compile(r"<\|image_(\d+)\|>")
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from mmsearch.config import Settings
 from mmsearch.indexer.failures import FailureLog
-from mmsearch.indexer.images import ImageFetcher
 from mmsearch.indexer.job import IndexJob, IndexReport
 from mmsearch.indexer.sources import open_source
+from mmsearch.media.fetch import ImageFetcher
 from mmsearch.pipelines.factory import SMOKE_BANNER, build_encoder, build_store
 
 

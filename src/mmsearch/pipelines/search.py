@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmsearch.errors import InvalidQueryError
-from mmsearch.imageio import ImageSource
+from mmsearch.media.decode import ImageSource
 from mmsearch.retriever import Query, Retriever, SearchOptions
 from mmsearch.retriever.retriever import DEFAULT_WEIGHTS
 from mmsearch.types import Hit

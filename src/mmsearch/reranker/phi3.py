@@ -240,7 +240,7 @@ def _fetcher_loader(settings) -> ImageLoader:
     def load(hit: Hit) -> Image.Image:
         nonlocal fetcher
         if fetcher is None:
-            from mmsearch.indexer.images import ImageFetcher
+            from mmsearch.media.fetch import ImageFetcher
 
             fetcher = ImageFetcher.from_settings(settings) if settings is not None else ImageFetcher()
         if not hit.image_url:

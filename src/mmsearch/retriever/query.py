@@ -12,8 +12,8 @@ from typing import Protocol
 import numpy as np
 
 from mmsearch.errors import InvalidQueryError
-from mmsearch.imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageSource, open_image
 from mmsearch.limits import MAX_INSTRUCTION_CHARS
+from mmsearch.media.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageSource, open_image
 
 
 class Encoder(Protocol):

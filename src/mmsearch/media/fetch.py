@@ -2,7 +2,7 @@
 
 Entry point: `ImageFetcher`. URLs go through one pooled `httpx.Client` with timeouts, retries with exponential
 backoff (timeouts, connection errors, 429 and 5xx; never other 4xx), a byte limit enforced while streaming, and an
-on-disk cache keyed by the URL's hash. Every image is decoded through `mmsearch.imageio.open_image`, so any bad
+on-disk cache keyed by the URL's hash. Every image is decoded through `mmsearch.media.decode.open_image`, so any bad
 input ends as an `InvalidImageError` naming the source and the reason.
 """
 
@@ -24,7 +24,7 @@ import httpx
 from PIL import Image
 
 from mmsearch.errors import ConfigError, ImageTooLargeError, InvalidImageError
-from mmsearch.imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, open_image, read_bounded
+from mmsearch.media.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, open_image, read_bounded
 
 T = TypeVar("T")
 R = TypeVar("R")

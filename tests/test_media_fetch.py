@@ -8,7 +8,7 @@ import pytest
 from indexer_support import bad_payloads, png_header_only, product_image_bytes, serve_images
 
 from mmsearch.errors import ConfigError, ImageTooLargeError, InvalidImageError
-from mmsearch.indexer.images import ImageFetcher
+from mmsearch.media.fetch import ImageFetcher
 
 
 def fetcher(tmp_path=None, **kwargs) -> ImageFetcher:

@@ -10,7 +10,7 @@ from indexer_support import png_header_only
 from PIL import Image
 
 from mmsearch.errors import ImageTooLargeError, InvalidImageError
-from mmsearch.imageio import open_image
+from mmsearch.media.decode import open_image
 
 
 def _png_bytes(size=(32, 24), mode="RGB") -> bytes:
