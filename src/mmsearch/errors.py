@@ -35,6 +35,13 @@ class InvalidQueryError(MMSearchError):
     http_status = 422
 
 
+class UnsupportedModeError(InvalidQueryError):
+    """The retrieval mode needs something the encoder lacks (a dual encoder has no joint image+text embedding)."""
+
+    code = "unsupported_mode"
+    http_status = 422
+
+
 class InvalidImageError(MMSearchError):
     """An image could not be read, decoded or validated (corrupt, not an image, too many pixels, too big)."""
 
@@ -135,4 +142,5 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "StoreUnavailableError",
+    "UnsupportedModeError",
 ]

@@ -29,6 +29,7 @@ from mmsearch.errors import (
 )
 from mmsearch.limits import resolve_device, resolve_dtype
 from mmsearch.media.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageSource, open_image
+from mmsearch.models.base import Encoder
 from mmsearch.models.bge_text import TextEncoderConfig
 from mmsearch.models.checkpoints import (
     load_state_dict_file,
@@ -63,8 +64,8 @@ def _chunks(n: int, size: int) -> Iterator[range]:
         yield range(start, min(start + size, n))
 
 
-class VisualizedBGEEncoder:
-    """Batched, eval-mode, no-grad encoder. All outputs are (n, dim) float32, rows L2-normalised.
+class VisualizedBGEEncoder(Encoder):
+    """Batched, eval-mode, no-grad encoder (joint image+instruction embeddings: every retrieval mode). All outputs are (n, dim) float32, rows L2-normalised.
 
     Attributes:
         model_id: stable id of the weights (variant + content fingerprint), recorded on the Milvus collection.
