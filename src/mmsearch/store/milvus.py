@@ -383,6 +383,12 @@ class ProductStore:
                 f"collection {self.collection!r} at {self.uri}: {IMAGE_VECTOR} has dim {actual} but its stamp "
                 f"says {stamp.dim}"
             )
+        text_dim = vector_dim(described, TEXT_VECTOR)
+        if text_dim is not None and text_dim != stamp.title_dim:
+            raise StoreError(
+                f"collection {self.collection!r} at {self.uri}: {TEXT_VECTOR} has dim {text_dim} but its stamp "
+                f"says {stamp.title_dim}"
+            )
         return stamp
 
     def _index_of_collection(self) -> IndexConfig:
@@ -394,13 +400,22 @@ class ProductStore:
         except ValueError:
             return IndexConfig(str(described.get("index_type", "unknown")))  # e.g. AUTOINDEX: server defaults
 
-    def _verify(self, encoder_id: str, dim: int) -> EncoderStamp:
+    def _verify(self, wanted: EncoderStamp) -> EncoderStamp:
         stamp = self._read_stamp()
-        if (stamp.encoder_id, stamp.dim) != (encoder_id, dim):
+        if (stamp.encoder_id, stamp.dim) != (wanted.encoder_id, wanted.dim):
             raise EncoderMismatchError(
                 f"collection {self.collection!r} at {self.uri} was built with encoder {stamp.encoder_id!r} "
-                f"(dim {stamp.dim}), but this run uses encoder {encoder_id!r} (dim {dim}). Use the same encoder, "
-                "or index into another collection (--collection / MMSEARCH_COLLECTION)."
+                f"(dim {stamp.dim}), but this run uses encoder {wanted.encoder_id!r} (dim {wanted.dim}). Use the "
+                "same encoder, or index into another collection (--collection / MMSEARCH_COLLECTION)."
+            )
+        if stamp.text_vector and (stamp.title_encoder_id, stamp.title_dim) != (
+            wanted.title_encoder_id,
+            wanted.title_dim,
+        ):
+            raise EncoderMismatchError(
+                f"collection {self.collection!r} at {self.uri} has title vectors from {stamp.title_encoder_id!r} "
+                f"(dim {stamp.title_dim}), but this run uses title encoder {wanted.title_encoder_id!r} (dim "
+                f"{wanted.title_dim}). Use the same --title-encoder, or index into another collection."
             )
         return stamp
 
@@ -418,18 +433,30 @@ class ProductStore:
             self._loaded = True
             self.index = self._index_of_collection()
 
-    def ensure_collection(self, *, encoder_id: str, dim: int, with_text_vector: bool = True) -> None:
+    def ensure_collection(
+        self,
+        *,
+        encoder_id: str,
+        dim: int,
+        with_text_vector: bool = True,
+        title_encoder_id: str | None = None,
+        title_dim: int | None = None,
+    ) -> None:
         """Create the collection for this encoder, or check that an existing one was built with it.
 
+        `title_encoder_id` / `title_dim` name the model behind `text_vector` (None: the image encoder itself).
         On a server without multi-vector collections (Milvus < 2.4) the title vector is left out; hybrid
         search then raises a `StoreError` saying so. Raises `EncoderMismatchError` naming both encoders.
         """
-        if not isinstance(encoder_id, str) or not encoder_id:
-            raise ValueError(f"encoder_id must be a non-empty string, got {encoder_id!r}")
-        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= MAX_DIM:
-            raise ValueError(f"dim must be an integer between 1 and {MAX_DIM}, got {dim!r}")
+        for name, value in (("encoder_id", encoder_id), ("title_encoder_id", title_encoder_id or encoder_id)):
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+        for name, value in (("dim", dim), ("title_dim", title_dim or dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DIM:
+                raise ValueError(f"{name} must be an integer between 1 and {MAX_DIM}, got {value!r}")
+        wanted = EncoderStamp(encoder_id, dim, with_text_vector, title_encoder_id, title_dim)
         if self._exists():
-            self._stamp = self._verify(encoder_id, dim)
+            self._stamp = self._verify(wanted)
             self._load()
             return
         text_vector = with_text_vector and self._supports_multi_vector()
@@ -437,7 +464,7 @@ class ProductStore:
             log.warning(
                 "Milvus at %s has no multi-vector collections (< 2.4); indexing without text_vector", self.uri
             )
-        stamp = EncoderStamp(encoder_id, dim, text_vector)
+        stamp = EncoderStamp(encoder_id, dim, text_vector, title_encoder_id, title_dim)
         index_params = self._client.prepare_index_params()
         for name in VECTOR_FIELDS if text_vector else (IMAGE_VECTOR,):
             index_params.add_index(
@@ -449,7 +476,12 @@ class ProductStore:
         with self._call("create_collection"):
             self._client.create_collection(
                 self.collection,
-                schema=build_schema(dim, with_text_vector=text_vector, description=stamp.description()),
+                schema=build_schema(
+                    dim,
+                    with_text_vector=text_vector,
+                    description=stamp.description(),
+                    text_dim=stamp.title_dim,
+                ),
                 consistency_level="Strong",  # servers default to Bounded: reads right after writes would miss rows
                 properties=stamp.properties(),
                 timeout=self.timeout,
@@ -460,13 +492,15 @@ class ProductStore:
         self._load()
         self._stamp = stamp
 
-    def check_encoder(self, *, encoder_id: str, dim: int) -> None:
-        """At query time: the collection must exist and have been built with this encoder."""
+    def check_encoder(
+        self, *, encoder_id: str, dim: int, title_encoder_id: str | None = None, title_dim: int | None = None
+    ) -> None:
+        """At query time: the collection must exist and have been built with these encoders."""
         if not self._exists():
             raise CollectionNotFoundError(
                 f"collection {self.collection!r} does not exist at {self.uri}; run `mmsearch index` first"
             )
-        self._stamp = self._verify(encoder_id, dim)
+        self._stamp = self._verify(EncoderStamp(encoder_id, dim, True, title_encoder_id, title_dim))
         self._load()
 
     def _ready(self) -> EncoderStamp:
@@ -502,7 +536,7 @@ class ProductStore:
                 raise ValueError(
                     f"text_vectors is required: collection {self.collection!r} has a {TEXT_VECTOR} field"
                 )
-            texts = _as_matrix("text_vectors", text_vectors, n, stamp.dim)
+            texts = _as_matrix("text_vectors", text_vectors, n, int(stamp.title_dim))
         rows: dict[str, dict[str, Any]] = {}
         for i, product in enumerate(products):
             row = product_to_row(product)
@@ -615,7 +649,8 @@ class ProductStore:
     ) -> list[Hit]:
         """Top-k products by COSINE similarity of `field` to `vector` (shape (dim,)), best first."""
         k = _check_k(k)
-        query = _one_query("vector", vector, self._ready().dim)
+        stamp = self._ready()
+        query = _one_query("vector", vector, int(stamp.title_dim) if field == TEXT_VECTOR else stamp.dim)
         return self.search_batch(query, k=k, filters=filters, field=field, consistency=consistency)[0]
 
     def search_batch(
@@ -640,7 +675,7 @@ class ProductStore:
         stamp = self._ready()
         if field == TEXT_VECTOR and not stamp.text_vector:
             raise StoreError(f"collection {self.collection!r} at {self.uri} has no {TEXT_VECTOR} field")
-        queries = _as_queries("vectors", vectors, stamp.dim)
+        queries = _as_queries("vectors", vectors, int(stamp.title_dim) if field == TEXT_VECTOR else stamp.dim)
         if len(queries) == 0:
             return []
         if expr and not self.is_server and self.index.index_type != "FLAT":
@@ -710,10 +745,10 @@ class ProductStore:
 
         `weighted` scores are w_img * sim_img + w_txt * sim_txt; `rrf` scores are sum of 1 / (rrf_k + rank).
         """
-        dim = self._ready().dim
+        stamp = self._ready()
         images, texts = (
-            _one_query("image_vector", image_vector, dim),
-            _one_query("text_vector", text_vector, dim),
+            _one_query("image_vector", image_vector, stamp.dim),
+            _one_query("text_vector", text_vector, int(stamp.title_dim)),
         )
         return self.hybrid_search_batch(
             images,
@@ -746,7 +781,7 @@ class ProductStore:
                 "server without multi-vector support (< 2.4). Hybrid search needs Milvus >= 2.4 or Milvus Lite."
             )
         image_q = _as_queries("image_vectors", image_vectors, stamp.dim)
-        text_q = _as_queries("text_vectors", text_vectors, stamp.dim)
+        text_q = _as_queries("text_vectors", text_vectors, int(stamp.title_dim))
         if len(image_q) != len(text_q):
             raise InvalidQueryError(
                 f"image_vectors and text_vectors must have the same number of rows, "
@@ -794,12 +829,19 @@ class ProductStore:
             "encoder_id": None,
             "dim": None,
             "text_vector": None,
+            "title_encoder_id": None,
+            "title_dim": None,
             "index_type": self.index.index_type,
         }
         if out["exists"]:
             stamp = self._ready()
             out.update(
-                count=self.count(), encoder_id=stamp.encoder_id, dim=stamp.dim, text_vector=stamp.text_vector
+                count=self.count(),
+                encoder_id=stamp.encoder_id,
+                dim=stamp.dim,
+                text_vector=stamp.text_vector,
+                title_encoder_id=stamp.title_encoder_id if stamp.text_vector else None,
+                title_dim=stamp.title_dim if stamp.text_vector else None,
             )
         return out
 

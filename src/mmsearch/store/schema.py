@@ -43,25 +43,47 @@ MAX_DIM = 32768
 _PROP_ENCODER = "mmsearch.encoder_id"
 _PROP_DIM = "mmsearch.dim"
 _PROP_TEXT = "mmsearch.text_vector"
+_PROP_TITLE_ENCODER = "mmsearch.title_encoder_id"
+_PROP_TITLE_DIM = "mmsearch.title_dim"
 
 
 @dataclass(frozen=True)
 class EncoderStamp:
-    """Which encoder filled a collection: its id, its output dimension, and whether titles have a vector."""
+    """Which encoders filled a collection: the image encoder's id and dimension, whether titles have a vector,
+    and the title encoder's id and dimension (None: the image encoder's own text tower, same dim)."""
 
     encoder_id: str
     dim: int
     text_vector: bool = True
+    title_encoder_id: str | None = None
+    title_dim: int | None = None
+
+    def __post_init__(self):
+        # "Same encoder" is stored explicitly, so stamps written by older versions compare equal to new ones.
+        if self.title_encoder_id is None:
+            object.__setattr__(self, "title_encoder_id", self.encoder_id)
+        if self.title_dim is None:
+            object.__setattr__(self, "title_dim", self.dim)
 
     def properties(self) -> dict[str, str]:
         return {
             _PROP_ENCODER: self.encoder_id,
             _PROP_DIM: str(self.dim),
             _PROP_TEXT: "1" if self.text_vector else "0",
+            _PROP_TITLE_ENCODER: str(self.title_encoder_id),
+            _PROP_TITLE_DIM: str(self.title_dim),
         }
 
     def description(self) -> str:
-        return json.dumps({"mmsearch": 1, "encoder_id": self.encoder_id, "dim": self.dim})
+        return json.dumps(
+            {
+                "mmsearch": 1,
+                "encoder_id": self.encoder_id,
+                "dim": self.dim,
+                "title_encoder_id": self.title_encoder_id,
+                "title_dim": self.title_dim,
+            }
+        )
 
     @classmethod
     def from_collection(cls, described: dict[str, Any]) -> EncoderStamp | None:
@@ -70,13 +92,27 @@ class EncoderStamp:
         text_vector = TEXT_VECTOR in fields
         props = described.get("properties") or {}
         if _PROP_ENCODER in props and _PROP_DIM in props:
-            return cls(str(props[_PROP_ENCODER]), int(props[_PROP_DIM]), text_vector)
+            title_dim = props.get(_PROP_TITLE_DIM)
+            return cls(
+                str(props[_PROP_ENCODER]),
+                int(props[_PROP_DIM]),
+                text_vector,
+                props.get(_PROP_TITLE_ENCODER),
+                None if title_dim is None else int(title_dim),
+            )
         try:
             data = json.loads(described.get("description") or "")
         except ValueError:
             return None
         if isinstance(data, dict) and "encoder_id" in data and "dim" in data:
-            return cls(str(data["encoder_id"]), int(data["dim"]), text_vector)
+            title_dim = data.get("title_dim")
+            return cls(
+                str(data["encoder_id"]),
+                int(data["dim"]),
+                text_vector,
+                data.get("title_encoder_id"),
+                None if title_dim is None else int(title_dim),
+            )
         return None
 
 
@@ -88,13 +124,16 @@ def vector_dim(described: dict[str, Any], name: str) -> int | None:
     return None
 
 
-def build_schema(dim: int, *, with_text_vector: bool, description: str = "") -> CollectionSchema:
-    """The collection schema: VARCHAR id, COSINE vectors, typed scalar filter fields and a JSON `meta`."""
+def build_schema(
+    dim: int, *, with_text_vector: bool, description: str = "", text_dim: int | None = None
+) -> CollectionSchema:
+    """The collection schema: VARCHAR id, COSINE vectors (`text_dim` defaults to `dim`), typed scalar filter
+    fields and a JSON `meta`."""
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=description)
     schema.add_field(ID, DataType.VARCHAR, is_primary=True, max_length=ID_MAX_BYTES)
     schema.add_field(IMAGE_VECTOR, DataType.FLOAT_VECTOR, dim=dim)
     if with_text_vector:
-        schema.add_field(TEXT_VECTOR, DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field(TEXT_VECTOR, DataType.FLOAT_VECTOR, dim=text_dim or dim)
     schema.add_field("title", DataType.VARCHAR, max_length=VARCHAR_MAX_BYTES["title"])
     schema.add_field("main_category", DataType.VARCHAR, max_length=VARCHAR_MAX_BYTES["main_category"])
     # DOUBLE, not FLOAT: with float32, 19.99 is stored as 19.9899997..., and `price >= 19.99` would miss it.
