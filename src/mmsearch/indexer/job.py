@@ -9,11 +9,7 @@ Entry point: `IndexJob(encoder, store, fetcher, failure_log).run(source) -> Inde
   the batch in flight, and the next run picks up where this one stopped.
 - A bad image or record goes to the failure log and never stops the job.
 
-Title vectors (for hybrid search): each product's title is embedded with `encode_texts`; an untitled
-product uses its main category instead; a product with neither (e.g. the bootcamp subset, which has no
-metadata) reuses its image vector, as does a title the tokenizer reduces to nothing. Visualized BGE puts text
-and images in one space, so hybrid search stays meaningful (it degrades to image similarity for that
-product); a zero vector would be undefined under COSINE.
+Per-record preparation and title vectors live in `indexer.prepare`, shared with the Ray engine.
 """
 
 from __future__ import annotations
@@ -22,7 +18,6 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -31,8 +26,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mmsearch.errors import ConfigError, InvalidImageError, InvalidTextError
+from mmsearch.errors import ConfigError
 from mmsearch.indexer.failures import FailureLog
+from mmsearch.indexer.prepare import TitleVectors, failure_where, prepare_image
 from mmsearch.indexer.sources import Source
 from mmsearch.media.fetch import ImageFetcher
 from mmsearch.types import Product
@@ -40,7 +36,6 @@ from mmsearch.types import Product
 log = logging.getLogger(__name__)
 
 _DONE = object()
-_TEXT_CACHE_SIZE = 4096  # a product's images are consecutive and share one title: embed it once
 
 
 @dataclass
@@ -144,7 +139,7 @@ class IndexJob:
         self.progress = progress
         self._store_lock = threading.Lock()  # Milvus Lite clients are not known to be thread-safe
         self._count_lock = threading.Lock()
-        self._text_cache: OrderedDict[str, np.ndarray | None] = OrderedDict()
+        self._titles = TitleVectors(encoder)
 
     # -- bookkeeping shared by both threads --------------------------------------------------------------------
 
@@ -196,14 +191,8 @@ class IndexJob:
 
     def _prepare(self, product: Product) -> tuple[Product, torch.Tensor | None, str | None]:
         """Worker-thread task: (product, pixels (3, H, W) or None, failure reason or None)."""
-        try:
-            img = self.fetcher.open(product.image)
-            pixels = self.encoder.preprocess([img])  # (1, 3, H, W)
-            return product, pixels[0], None
-        except InvalidImageError as e:
-            return product, None, str(e)
-        except Exception as e:  # an unexpected decoder/preprocess failure is one bad item, not a dead job
-            return product, None, f"{product.image_url or 'image'}: {type(e).__name__}: {e}"
+        product, pixels, reason = prepare_image(self.fetcher, self.encoder.preprocess, product)
+        return product, None if pixels is None else pixels[0], reason
 
     def _produce(
         self, source: Source, out: queue.Queue, stop: threading.Event, report: IndexReport, bar: tqdm
@@ -229,7 +218,7 @@ class IndexJob:
                     return
                 product, pixels, reason = future.result()
                 if reason is not None:
-                    self._fail(report, bar, product.id, product.image_url or str(product.image)[:200], reason)
+                    self._fail(report, bar, product.id, failure_where(product), reason)
                     continue
                 buf.append((product, pixels))
                 if len(buf) >= self.batch_size:
@@ -249,36 +238,8 @@ class IndexJob:
     # -- consumer: encode and write ---------------------------------------------------------------------------
 
     def _title_vectors(self, products: list[Product], image_vectors: np.ndarray) -> np.ndarray:
-        """(n, dim) title vectors; see the module docstring for untitled products."""
-        texts = [p.title.strip() or p.main_category.strip() for p in products]
-        missing = list(dict.fromkeys(t for t in texts if t and t not in self._text_cache))
-        if missing:
-            self._embed_texts(missing)
-        out = np.empty_like(image_vectors)
-        for i, text in enumerate(texts):
-            vec = self._text_cache.get(text) if text else None
-            out[i] = image_vectors[i] if vec is None else vec
-            if text:
-                self._text_cache.move_to_end(text)
-        while len(self._text_cache) > _TEXT_CACHE_SIZE:
-            self._text_cache.popitem(last=False)
-        return out
-
-    def _embed_texts(self, texts: list[str]) -> None:
-        """Cache the vectors of `texts`; a text the encoder refuses (no tokens) caches None (image fallback)."""
-        try:
-            vectors: list[np.ndarray | None] = list(self.encoder.encode_texts(texts))
-        except InvalidTextError:
-            # One unusable title must not sink the batch: embed one by one and skip the refused ones.
-            vectors = []
-            for text in texts:
-                try:
-                    vectors.append(self.encoder.encode_texts([text])[0])
-                except InvalidTextError as e:
-                    log.info("title vector falls back to the image vector: %s", e)
-                    vectors.append(None)
-        for text, vec in zip(texts, vectors, strict=True):
-            self._text_cache[text] = None if vec is None else np.asarray(vec, dtype=np.float32)
+        """(n, dim) title vectors; see `indexer.prepare.TitleVectors`."""
+        return self._titles(products, image_vectors)
 
     def _write(self, batch: _Batch, report: IndexReport, with_text: bool) -> int:
         t0 = time.perf_counter()
