@@ -25,6 +25,14 @@ ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}
 
 ImageSource = str | Path | bytes | bytearray | memoryview | Image.Image
 
+# Leading bytes of the allowed formats. Data that starts like one of them but that PIL cannot identify is a damaged
+# image, not "not an image" (Pillow >= 12.3 rejects a JPEG with broken tables at identify time, not at decode time).
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _looks_like_an_image(data: bytes) -> bool:
+    return data.startswith(_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
 
 def _describe(source: ImageSource) -> str:
     if isinstance(source, str | Path):
@@ -97,6 +105,8 @@ def open_image(
     except Image.DecompressionBombError as e:
         raise InvalidImageError(f"{what}: decompression bomb refused ({e})") from e
     except UnidentifiedImageError as e:
+        if _looks_like_an_image(data):
+            raise InvalidImageError(f"{what}: corrupt or truncated image (unreadable header)") from e
         raise InvalidImageError(f"{what}: not an image (cannot identify format)") from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise InvalidImageError(f"{what}: corrupt or truncated image ({e})") from e
