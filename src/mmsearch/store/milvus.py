@@ -2,65 +2,51 @@
 
 Entry points: `ProductStore(uri, collection=...)` and `ProductStore.from_settings(settings)`. Callers never see
 pymilvus types: vectors go in as numpy arrays, results come out as `mmsearch.types.Hit`.
+
+This module holds the connection, the collection's lifecycle and writes; each other job has a module of its own:
+`lite` (lock probing, process-wide reference count), `calls` (error translation), `rows` (row mapping and input
+checks), `lookups` (reads by id), `dense` (search), `exact` (Lite-only exact search under selective filters) and
+`hybrid` (hybrid search).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import json
 import logging
-import math
 import re
-import threading
-from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
-import grpc
 import numpy as np
-from pymilvus import AnnSearchRequest, MilvusClient, MilvusException, RRFRanker, WeightedRanker
+from pymilvus import MilvusClient, MilvusException
 
-from mmsearch.errors import (
-    CollectionNotFoundError,
-    EncoderMismatchError,
-    InvalidQueryError,
-    StoreError,
-    StoreLockedError,
-    StoreUnavailableError,
-)
-from mmsearch.limits import MAX_K, MAX_RRF_K
-from mmsearch.store.filters import ProductFilter, ids_expr
+from mmsearch.errors import CollectionNotFoundError, EncoderMismatchError, StoreError, StoreUnavailableError
+from mmsearch.store.calls import milvus_call, quiet
+from mmsearch.store.dense import DenseSearchMixin
+from mmsearch.store.exact import EXACT_FILTER_MAX_ROWS
+from mmsearch.store.hybrid import HybridSearchMixin
+from mmsearch.store.lite import LITE_WRITE_TIMEOUT_S, open_lite, release_lite
+from mmsearch.store.lookups import LookupMixin
+from mmsearch.store.rows import as_matrix, product_to_row, row_to_hit
 from mmsearch.store.schema import (
     DEFAULT_INDEX_TYPE,
-    ID,
-    ID_MAX_BYTES,
     IMAGE_VECTOR,
     MAX_DIM,
-    MISSING,
-    SCALAR_FIELDS,
     TEXT_VECTOR,
-    VARCHAR_MAX_BYTES,
     VECTOR_FIELDS,
     EncoderStamp,
     IndexConfig,
     build_schema,
     vector_dim,
 )
-from mmsearch.types import Hit, Product
+from mmsearch.types import Product
 
 log = logging.getLogger(__name__)
 
 SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://")
 _UPSERT_BATCH = 256  # rows per request: 256 x 2 x 1024-d float32 is 2 MiB, well under gRPC's 64 MiB cap
-_LOOKUP_BATCH = 500  # ids per `id in [...]` expression
 _COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 _CONNECT_TIMEOUT_S = 10.0
-# Lite only: a filtered search matching at most this many rows is scored exactly (see _exact_search_if_selective).
-EXACT_FILTER_MAX_ROWS = 1000
-LITE_WRITE_TIMEOUT_S = 900.0
-LITE_MIN_EF = 1024
 # Milvus consistency levels a store may read at. Bounded reads see writes older than the server's
 # `common.gracefulTime` (5 s by default); Session also sees this process's own writes; Strong waits for the
 # server's next time tick (300-400 ms per search on the loopback 2.3.5 server, benchmarks/milvus_store.py).
@@ -71,159 +57,6 @@ DEFAULT_CONSISTENCY = "Bounded"
 
 def is_server_uri(uri: str) -> bool:
     return uri.startswith(SERVER_SCHEMES)
-
-
-def _lite_lock_files(path: Path) -> list[Path]:
-    # milvus-lite 3.x: the .db is a directory holding LOCK; 2.5.x: a file beside a hidden `.name.lock`.
-    return [path / "LOCK", path.parent / f".{path.name}.lock"]
-
-
-def _lock_holder(path: Path) -> Path | None:
-    """The lock file of Milvus Lite database `path` if another process holds it, else None."""
-    for lock in _lite_lock_files(path):
-        if not lock.is_file():
-            continue
-        # 3.x takes a flock(), 2.5.x a POSIX lockf(); the two do not see each other, so probe both.
-        with open(lock, "ab") as fh:
-            for take, release in ((fcntl.flock, fcntl.LOCK_UN), (fcntl.lockf, fcntl.LOCK_UN)):
-                try:
-                    take(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError as err:
-                    if err.errno in (errno.EAGAIN, errno.EACCES):
-                        return lock
-                    continue
-                take(fh, release)
-    return None
-
-
-@contextlib.contextmanager
-def _quiet(*names: str) -> Iterator[None]:
-    """Silence library loggers (and their children) that print tracebacks for failures we report in one line."""
-    loggers = [logging.getLogger(n) for n in names]
-    saved = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.CRITICAL + 1)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, saved, strict=True):
-            lg.setLevel(level)
-
-
-# Milvus Lite keeps a database open (and locked) for the whole process, even after its clients close. We count
-# our stores per path and release the database when the last one closes, so another process can open it.
-_lite_open: dict[str, int] = {}
-_lite_guard = threading.Lock()
-
-
-def _release_lite(path: str) -> None:
-    with _lite_guard:
-        _lite_open[path] -= 1
-        if _lite_open[path] > 0:
-            return
-        del _lite_open[path]
-    with contextlib.suppress(Exception), _quiet("milvus_lite"):
-        from milvus_lite.server_manager import server_manager_instance
-
-        server_manager_instance.release_server(path)
-
-
-def _truncate_utf8(text: str, max_bytes: int) -> str:
-    raw = text.encode("utf-8")
-    return text if len(raw) <= max_bytes else raw[:max_bytes].decode("utf-8", errors="ignore")
-
-
-def _number(value: float | int | None, *, integer: bool = False) -> float | int:
-    if value is None:
-        return MISSING
-    number = int(value) if integer else float(value)
-    return number if math.isfinite(number) and number >= 0 else MISSING
-
-
-def _known(value: Any) -> Any:
-    return None if value is None or value < 0 else value
-
-
-def product_to_row(product: Product) -> dict[str, Any]:
-    """The Milvus row (without vectors) for one product. Unknown numbers become the MISSING sentinel."""
-    if not isinstance(product.id, str) or not product.id:
-        raise ValueError(f"product id must be a non-empty string, got {product.id!r}")
-    if len(product.id.encode("utf-8")) > ID_MAX_BYTES:
-        raise ValueError(f"product id {product.id[:60]!r}... is longer than {ID_MAX_BYTES} UTF-8 bytes")
-    try:
-        json.dumps(product.meta)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"product {product.id!r}: meta is not JSON-serialisable ({err})") from None
-    row: dict[str, Any] = {ID: product.id}
-    for name, limit in VARCHAR_MAX_BYTES.items():
-        row[name] = _truncate_utf8(getattr(product, name) or "", limit)
-    row["price"] = _number(product.price)
-    row["average_rating"] = _number(product.average_rating)
-    row["rating_number"] = _number(product.rating_number, integer=True)
-    row["meta"] = dict(product.meta)
-    return row
-
-
-def row_to_hit(row: dict[str, Any], score: float) -> Hit:
-    """The single place a Milvus row becomes a `Hit`; the MISSING sentinel maps back to None."""
-    entity = row.get("entity", row)
-    rating_number = _known(entity.get("rating_number"))
-    return Hit(
-        id=str(row.get(ID, entity.get(ID))),
-        score=float(score),
-        title=entity.get("title") or "",
-        main_category=entity.get("main_category") or "",
-        price=_known(entity.get("price")),
-        average_rating=_known(entity.get("average_rating")),
-        rating_number=None if rating_number is None else int(rating_number),
-        parent_asin=entity.get("parent_asin") or "",
-        image_url=entity.get("image_url") or "",
-        meta=dict(entity.get("meta") or {}),
-    )
-
-
-def _as_matrix(name: str, value: Any, rows: int, dim: int) -> np.ndarray:
-    arr = np.asarray(value, dtype=np.float32)
-    if arr.ndim != 2 or arr.shape != (rows, dim):
-        raise ValueError(f"{name} must have shape ({rows}, {dim}), got {tuple(arr.shape)}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
-
-
-def _one_query(name: str, value: Any, dim: int) -> np.ndarray:
-    """One query vector, (dim,) or (1, dim), as a (1, dim) batch."""
-    arr = np.asarray(value, dtype=np.float32)
-    if arr.shape not in ((dim,), (1, dim)):
-        raise InvalidQueryError(f"{name} must have shape ({dim},), got {tuple(np.shape(value))}")
-    return arr.reshape(1, dim)
-
-
-def _as_queries(name: str, value: Any, dim: int) -> np.ndarray:
-    arr = np.asarray(value, dtype=np.float32)
-    if arr.ndim != 2 or arr.shape[1] != dim:
-        raise InvalidQueryError(f"{name} must have shape (nq, {dim}), got {tuple(np.shape(value))}")
-    if not np.isfinite(arr).all():
-        raise InvalidQueryError(f"{name} contains NaN or infinite values")
-    return arr
-
-
-def _ranker(ranker: str, weights: tuple[float, float], rrf_k: int) -> WeightedRanker | RRFRanker:
-    if ranker == "weighted":
-        if len(weights) != 2 or not all(isinstance(w, int | float) and math.isfinite(w) for w in weights):
-            raise InvalidQueryError(f"weights must be two finite numbers, got {weights!r}")
-        return WeightedRanker(float(weights[0]), float(weights[1]))
-    if ranker == "rrf":
-        if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or not 1 <= rrf_k <= MAX_RRF_K:
-            raise InvalidQueryError(f"rrf_k must be an integer between 1 and {MAX_RRF_K}, got {rrf_k!r}")
-        return RRFRanker(rrf_k)
-    raise InvalidQueryError(f"ranker must be 'weighted' or 'rrf', got {ranker!r}")
-
-
-def _check_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_K:
-        raise InvalidQueryError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
-    return int(k)
 
 
 def _check_consistency(level: str) -> str:
@@ -237,7 +70,7 @@ def _server_version_tuple(version: str) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-class ProductStore:
+class ProductStore(LookupMixin, DenseSearchMixin, HybridSearchMixin):
     """Product images and their metadata in one Milvus collection.
 
     `uri` is a Milvus Lite path (default `./mmsearch.db`, one process at a time) or `http://host:19530` for a
@@ -245,6 +78,7 @@ class ProductStore:
     `consistency` is the level reads use unless a call names its own (see `CONSISTENCY_LEVELS`): Bounded by
     default, so a search may miss rows written in the last few seconds (5 s on a default server); pass
     "Session" to read this process's own writes, "Strong" where a read must see every write made so far.
+    `create=False` refuses to make a missing Lite database (searches use it, so they never leave one behind).
     """
 
     def __init__(
@@ -256,6 +90,7 @@ class ProductStore:
         timeout: float = 30.0,
         index_type: str = DEFAULT_INDEX_TYPE,
         consistency: str = DEFAULT_CONSISTENCY,
+        create: bool = True,
     ):
         if not isinstance(collection, str) or not _COLLECTION_NAME.fullmatch(collection):
             raise StoreError(
@@ -272,7 +107,7 @@ class ProductStore:
         self.is_server = is_server_uri(uri)
         self._closed = False
         self._lite_path: str | None = None
-        self._client = self._connect_server(token) if self.is_server else self._open_lite()
+        self._client = self._connect_server(token) if self.is_server else self._open_lite(create)
         self._stamp: EncoderStamp | None = None
         self._loaded = False
 
@@ -290,7 +125,7 @@ class ProductStore:
 
     def _connect_server(self, token: str | None) -> MilvusClient:
         try:
-            with _quiet("pymilvus"):
+            with quiet("pymilvus"):
                 return MilvusClient(
                     self.uri, token=token or "", timeout=min(self.timeout, _CONNECT_TIMEOUT_S), dedicated=True
                 )
@@ -300,55 +135,12 @@ class ProductStore:
                 "(see compose.yaml) or point MMSEARCH_MILVUS_URI / --milvus-uri at a reachable one."
             ) from None
 
-    def _open_lite(self) -> MilvusClient:
-        if not self.uri.endswith(".db"):
-            raise StoreError(
-                f"Milvus Lite path {self.uri!r} must end with .db; for a server use a URI like http://host:19530"
-            )
-        path = Path(self.uri).expanduser().resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with _lite_guard:
-            ours = str(path) in _lite_open
-        # Probe before opening: a failed open can disturb the evidence (milvus-lite 2.5 recreates its lock file).
-        # Never probe a database this process holds: that would trip over our own lock.
-        lock = None if ours else _lock_holder(path)
-        if lock is None:
-            try:
-                with _quiet("pymilvus", "milvus_lite", "grpc", "root"):
-                    client = MilvusClient(str(path), timeout=self.timeout, dedicated=True)
-            except MilvusException as err:
-                lock = _lock_holder(path)
-                if lock is None:
-                    raise StoreError(f"cannot open Milvus Lite database {path}: {err.message}") from None
-        if lock is not None:
-            raise StoreLockedError(
-                f"Milvus Lite database {path} is in use by another process (lock file {lock}). "
-                "Milvus Lite allows one process per database: stop the other process, or serve the "
-                f"database with `milvus-lite server --data-dir {path} --host 127.0.0.1 --port 19530` and "
-                "use server mode: MMSEARCH_MILVUS_URI=http://127.0.0.1:19530"
-            )
-        with _lite_guard:
-            _lite_open[str(path)] = _lite_open.get(str(path), 0) + 1
-        self._lite_path = str(path)
+    def _open_lite(self, create: bool) -> MilvusClient:
+        client, self._lite_path = open_lite(self.uri, timeout=self.timeout, create=create)
         return client
 
-    @contextlib.contextmanager
-    def _call(self, what: str) -> Iterator[None]:
-        """Turn pymilvus failures into one-line `StoreError`s that name the operation and the collection."""
-        try:
-            yield
-        except MilvusException as err:
-            message = f"Milvus {what} on collection {self.collection!r} at {self.uri} failed: {err.message}"
-            if err.code in (2, 503) or "unavailable" in str(err.message).lower():
-                raise StoreUnavailableError(message) from None
-            raise StoreError(message) from None
-        except grpc.RpcError as err:  # pymilvus lets some transport errors through unwrapped
-            code = err.code() if callable(getattr(err, "code", None)) else None
-            detail = err.details() if callable(getattr(err, "details", None)) else str(err)
-            message = (
-                f"Milvus {what} on collection {self.collection!r} at {self.uri} failed: {code}: {detail}"
-            )
-            raise StoreUnavailableError(message) from None
+    def _call(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return milvus_call(what, collection=self.collection, uri=self.uri)
 
     # -- collection lifecycle -----------------------------------------------------------------------------
 
@@ -517,7 +309,7 @@ class ProductStore:
     def has_text_vector(self) -> bool:
         return self._ready().text_vector
 
-    # -- writes and lookups -------------------------------------------------------------------------------
+    # -- writes -------------------------------------------------------------------------------
 
     def upsert(
         self, products: Sequence[Product], image_vectors: np.ndarray, text_vectors: np.ndarray | None = None
@@ -529,14 +321,14 @@ class ProductStore:
         """
         stamp = self._ready()
         n = len(products)
-        images = _as_matrix("image_vectors", image_vectors, n, stamp.dim)
+        images = as_matrix("image_vectors", image_vectors, n, stamp.dim)
         texts = None
         if stamp.text_vector:
             if text_vectors is None:
                 raise ValueError(
                     f"text_vectors is required: collection {self.collection!r} has a {TEXT_VECTOR} field"
                 )
-            texts = _as_matrix("text_vectors", text_vectors, n, int(stamp.title_dim))
+            texts = as_matrix("text_vectors", text_vectors, n, int(stamp.title_dim))
         rows: dict[str, dict[str, Any]] = {}
         for i, product in enumerate(products):
             row = product_to_row(product)
@@ -576,239 +368,6 @@ class ProductStore:
 
     def _level(self, consistency: str | None) -> str:
         return self.consistency if consistency is None else _check_consistency(consistency)
-
-    def _query(self, expr: str, fields: list[str], consistency: str | None = None) -> list[dict[str, Any]]:
-        with self._call("query"):
-            return self._client.query(
-                self.collection,
-                filter=expr,
-                output_fields=fields,
-                timeout=self.timeout,
-                consistency_level=self._level(consistency),
-            )
-
-    def existing_ids(self, ids: Sequence[str], *, consistency: str | None = None) -> set[str]:
-        """The subset of `ids` already stored (used to skip work before encoding)."""
-        self._ready()
-        wanted = list(dict.fromkeys(ids))
-        found: set[str] = set()
-        for start in range(0, len(wanted), _LOOKUP_BATCH):
-            rows = self._query(ids_expr(wanted[start : start + _LOOKUP_BATCH]), [ID], consistency)
-            found.update(str(r[ID]) for r in rows)
-        return found
-
-    def get(self, ids: Sequence[str], *, consistency: str | None = None) -> list[Hit]:
-        """Stored products by id, in the order asked (missing ids are left out); scores are NaN."""
-        self._ready()
-        wanted = list(dict.fromkeys(ids))
-        by_id: dict[str, Hit] = {}
-        fields = [ID, *SCALAR_FIELDS]
-        for start in range(0, len(wanted), _LOOKUP_BATCH):
-            for row in self._query(ids_expr(wanted[start : start + _LOOKUP_BATCH]), fields, consistency):
-                hit = row_to_hit(row, math.nan)
-                by_id[hit.id] = hit
-        return [by_id[i] for i in wanted if i in by_id]
-
-    def get_vectors(
-        self, ids: Sequence[str], *, field: str = IMAGE_VECTOR, consistency: str | None = None
-    ) -> dict[str, np.ndarray]:
-        """Stored `field` vectors by id (missing ids are left out): queries by an indexed product."""
-        if field not in VECTOR_FIELDS:
-            raise InvalidQueryError(f"field must be one of {list(VECTOR_FIELDS)}, got {field!r}")
-        self._ready()
-        wanted = list(dict.fromkeys(ids))
-        out: dict[str, np.ndarray] = {}
-        for start in range(0, len(wanted), _LOOKUP_BATCH):
-            for row in self._query(ids_expr(wanted[start : start + _LOOKUP_BATCH]), [ID, field], consistency):
-                out[str(row[ID])] = np.asarray(row[field], dtype=np.float32)
-        return out
-
-    def count(self, *, consistency: str | None = None) -> int:
-        """Live rows (deleted and overwritten rows excluded, unlike the server's segment statistics)."""
-        self._ready()
-        rows = self._query("", ["count(*)"], consistency)
-        return int(rows[0]["count(*)"]) if rows else 0
-
-    # -- search -------------------------------------------------------------------------------------------
-
-    def _filter_expr(self, filters: ProductFilter | None) -> str:
-        if filters is None:
-            return ""
-        if not isinstance(filters, ProductFilter):
-            raise InvalidQueryError(f"filters must be a ProductFilter, got {type(filters).__name__}")
-        return filters.to_expr()
-
-    def search(
-        self,
-        vector: np.ndarray,
-        *,
-        k: int = 10,
-        filters: ProductFilter | None = None,
-        field: str = IMAGE_VECTOR,
-        consistency: str | None = None,
-    ) -> list[Hit]:
-        """Top-k products by COSINE similarity of `field` to `vector` (shape (dim,)), best first."""
-        k = _check_k(k)
-        stamp = self._ready()
-        query = _one_query("vector", vector, int(stamp.title_dim) if field == TEXT_VECTOR else stamp.dim)
-        return self.search_batch(query, k=k, filters=filters, field=field, consistency=consistency)[0]
-
-    def search_batch(
-        self,
-        vectors: np.ndarray,
-        *,
-        k: int = 10,
-        filters: ProductFilter | None = None,
-        field: str = IMAGE_VECTOR,
-        consistency: str | None = None,
-    ) -> list[list[Hit]]:
-        """Top-k hits for each row of `vectors` (shape (nq, dim)) in one Milvus call; one list per query.
-
-        All queries share `k`, `filters` and `field`; callers with mixed options group their queries first.
-        `consistency` overrides the store's level for this call.
-        """
-        k = _check_k(k)
-        if field not in VECTOR_FIELDS:
-            raise InvalidQueryError(f"field must be one of {list(VECTOR_FIELDS)}, got {field!r}")
-        expr = self._filter_expr(filters)
-        level = self._level(consistency)
-        stamp = self._ready()
-        if field == TEXT_VECTOR and not stamp.text_vector:
-            raise StoreError(f"collection {self.collection!r} at {self.uri} has no {TEXT_VECTOR} field")
-        queries = _as_queries("vectors", vectors, int(stamp.title_dim) if field == TEXT_VECTOR else stamp.dim)
-        if len(queries) == 0:
-            return []
-        if expr and not self.is_server and self.index.index_type != "FLAT":
-            exact = self._exact_search_if_selective(queries, k, expr, field, level)
-            if exact is not None:
-                return exact
-        with self._call("search"):
-            results = self._client.search(
-                self.collection,
-                data=queries.tolist(),
-                anns_field=field,
-                limit=k,
-                filter=expr,
-                output_fields=list(SCALAR_FIELDS),
-                search_params=self._search_params(k),
-                timeout=self.timeout,
-                consistency_level=level,
-            )
-        return [[row_to_hit(row, row["distance"]) for row in per_query] for per_query in results]
-
-    def _search_params(self, k: int) -> dict[str, Any]:
-        params = self.index.search_params(k)
-        if not self.is_server and "ef" in params["params"]:
-            # Milvus Lite's per-query Python overhead dwarfs the HNSW walk: at 100k rows ef 256 -> 1024 lifts
-            # recall@10 from 0.86 to 0.95 for the same ~120 ms (benchmarks/milvus_store.py). Servers keep ef.
-            params["params"]["ef"] = max(params["params"]["ef"], LITE_MIN_EF)
-        return params
-
-    def _exact_search_if_selective(
-        self, queries: np.ndarray, k: int, expr: str, field: str, level: str
-    ) -> list[list[Hit]] | None:
-        """Score the matching rows exactly when a filter leaves few of them; None when it leaves many.
-
-        Milvus Lite's HNSW/IVF search under a selective filter returns few of the true neighbours (recall@10
-        0.40 at 0.4% selectivity, benchmarks/milvus_store.py): the graph walk rarely reaches the allowed rows.
-        Milvus servers fall back to brute force themselves, so this runs for Lite only.
-        """
-        matched = self._query(expr, ["count(*)"], level)
-        if not matched or int(matched[0]["count(*)"]) > EXACT_FILTER_MAX_ROWS:
-            return None
-        rows = self._query(expr, [ID, field, *SCALAR_FIELDS], level)
-        if not rows:
-            return [[] for _ in queries]
-        vectors = np.asarray([r[field] for r in rows], dtype=np.float32)  # (m, dim)
-        row_norms = np.linalg.norm(vectors, axis=1)  # (m,)
-        query_norms = np.linalg.norm(queries, axis=1)  # (nq,)
-        sims = (queries @ vectors.T) / np.maximum(np.outer(query_norms, row_norms), 1e-12)  # (nq, m) cosine
-        out = []
-        for q_sims in sims:
-            order = np.argsort(-q_sims, kind="stable")[:k]
-            out.append([row_to_hit(rows[i], float(q_sims[i])) for i in order])
-        return out
-
-    def hybrid_search(
-        self,
-        image_vector: np.ndarray,
-        text_vector: np.ndarray,
-        *,
-        k: int = 10,
-        filters: ProductFilter | None = None,
-        ranker: Literal["weighted", "rrf"] = "weighted",
-        weights: tuple[float, float] = (0.7, 0.3),
-        rrf_k: int = 60,
-        consistency: str | None = None,
-    ) -> list[Hit]:
-        """Fuse an `image_vector` search and a `text_vector` search in Milvus (needs Milvus >= 2.4 or Lite).
-
-        `weighted` scores are w_img * sim_img + w_txt * sim_txt; `rrf` scores are sum of 1 / (rrf_k + rank).
-        """
-        stamp = self._ready()
-        images, texts = (
-            _one_query("image_vector", image_vector, stamp.dim),
-            _one_query("text_vector", text_vector, int(stamp.title_dim)),
-        )
-        return self.hybrid_search_batch(
-            images,
-            texts,
-            k=k,
-            filters=filters,
-            ranker=ranker,
-            weights=weights,
-            rrf_k=rrf_k,
-            consistency=consistency,
-        )[0]
-
-    def hybrid_search_batch(
-        self,
-        image_vectors: np.ndarray,
-        text_vectors: np.ndarray,
-        *,
-        k: int = 10,
-        filters: ProductFilter | None = None,
-        ranker: Literal["weighted", "rrf"] = "weighted",
-        weights: tuple[float, float] = (0.7, 0.3),
-        rrf_k: int = 60,
-        consistency: str | None = None,
-    ) -> list[list[Hit]]:
-        """`hybrid_search` for nq queries at once (rows of both (nq, dim) arrays pair up), in one Milvus call."""
-        stamp = self._ready()
-        if not stamp.text_vector:
-            raise StoreError(
-                f"collection {self.collection!r} at {self.uri} has no {TEXT_VECTOR}: it was created on a Milvus "
-                "server without multi-vector support (< 2.4). Hybrid search needs Milvus >= 2.4 or Milvus Lite."
-            )
-        image_q = _as_queries("image_vectors", image_vectors, stamp.dim)
-        text_q = _as_queries("text_vectors", text_vectors, int(stamp.title_dim))
-        if len(image_q) != len(text_q):
-            raise InvalidQueryError(
-                f"image_vectors and text_vectors must have the same number of rows, "
-                f"got {len(image_q)} and {len(text_q)}"
-            )
-        k = _check_k(k)
-        fuse = _ranker(ranker, weights, rrf_k)
-        expr = self._filter_expr(filters)
-        level = self._level(consistency)
-        if len(image_q) == 0:
-            return []
-        params = self._search_params(k)
-        requests = [
-            AnnSearchRequest(data=q.tolist(), anns_field=name, param=params, limit=k, expr=expr or None)
-            for name, q in ((IMAGE_VECTOR, image_q), (TEXT_VECTOR, text_q))
-        ]
-        with self._call("hybrid_search"):
-            results = self._client.hybrid_search(
-                self.collection,
-                requests,
-                fuse,
-                limit=k,
-                output_fields=list(SCALAR_FIELDS),
-                timeout=self.timeout,
-                consistency_level=level,
-            )
-        return [[row_to_hit(row, row["distance"]) for row in per_query] for per_query in results]
 
     # -- housekeeping -------------------------------------------------------------------------------------
 
@@ -860,7 +419,7 @@ class ProductStore:
         with contextlib.suppress(Exception):
             self._client.close()
         if self._lite_path is not None:
-            _release_lite(self._lite_path)
+            release_lite(self._lite_path)
 
     def __enter__(self) -> ProductStore:
         return self
