@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mmsearch.errors import InvalidFilterError
+from mmsearch.sanitize import text_problem
 
 MAX_PRICE = 1e9
 MAX_FILTER_IDS = 1000
@@ -52,6 +53,9 @@ def _check_text(name: str, value: str) -> str:
     bad = next((ch for ch in value if ord(ch) < 32 and ch not in "\t\n\r"), None)
     if bad is not None:
         raise ValueError(f"{name} contains the control character {bad!r}")
+    problem = text_problem(value)  # a lone surrogate would fail inside pymilvus' encoder, as a store error
+    if problem is not None:
+        raise ValueError(f"{name} {problem}; expected valid text")
     return value
 
 
@@ -95,6 +99,10 @@ class ProductFilter(BaseModel):
     def _ids(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         if value is not None and any(not i for i in value):
             raise ValueError("ids must not contain an empty string")
+        for i in value or ():
+            problem = text_problem(i)
+            if problem is not None:
+                raise ValueError(f"id {i!r} {problem}; expected valid text")
         return value
 
     @model_validator(mode="after")

@@ -14,13 +14,14 @@ import numpy as np
 
 from mmsearch.errors import InvalidQueryError
 from mmsearch.limits import MAX_K
+from mmsearch.sanitize import valid_text
 from mmsearch.store.schema import ID, ID_MAX_BYTES, MISSING, VARCHAR_MAX_BYTES
 from mmsearch.types import Hit, Product
 
 
 def _truncate_utf8(text: str, max_bytes: int) -> str:
-    raw = text.encode("utf-8")
-    return text if len(raw) <= max_bytes else raw[:max_bytes].decode("utf-8", errors="ignore")
+    # valid_text: a lone surrogate would make the UTF-8 encoding (ours and pymilvus') raise.
+    return valid_text(text, max_bytes)
 
 
 def _number(value: float | int | None, *, integer: bool = False) -> float | int:
