@@ -56,6 +56,13 @@ class ImageTooLargeError(InvalidImageError):
     http_status = 413
 
 
+class PathNotAllowedError(InvalidImageError):
+    """A local image path resolves (after following symlinks) outside the folders the run may read."""
+
+    code = "path_not_allowed"
+    http_status = 403
+
+
 class InvalidTextError(MMSearchError):
     """A text input is empty or otherwise unusable."""
 
@@ -75,6 +82,13 @@ class DataSourceError(MMSearchError):
 
     code = "data_source_error"
     http_status = 422
+
+
+class IndexAbortedError(MMSearchError):
+    """An indexing run stopped on a run-level problem (not one bad record, which is only logged)."""
+
+    code = "index_aborted"
+    http_status = 500
 
 
 class StoreError(MMSearchError):
@@ -132,12 +146,14 @@ __all__ = [
     "DataSourceError",
     "EncoderMismatchError",
     "ImageTooLargeError",
+    "IndexAbortedError",
     "InvalidFilterError",
     "InvalidImageError",
     "InvalidQueryError",
     "InvalidTextError",
     "MMSearchError",
     "ModelLoadError",
+    "PathNotAllowedError",
     "RerankError",
     "StoreError",
     "StoreLockedError",

@@ -33,6 +33,10 @@ MAX_REASONS_CHARS = 240
 # -- images ------------------------------------------------------------------------------------------------------
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # encoded size of one image (upload, download or local file)
 MAX_IMAGE_PIXELS = 40_000_000  # width * height, checked from the header before decoding (bomb guard)
+# Longest side / shortest side, checked from the header. Product photos and banners stay far below; beyond it the
+# shortest-side resize of the encoders (224 px; Phi-3's 336 px) would allocate an image `ratio` times wider than
+# tall (60000x3 -> 224x4,480,000 pixels, 4 GiB).
+MAX_IMAGE_ASPECT_RATIO = 50.0
 
 # -- model constants shared by both vision towers ----------------------------------------------------------------
 # OpenAI CLIP statistics: EVA02-CLIP (Visualized BGE) and CLIP ViT-L/14-336 (Phi-3 Vision) both normalise with them.
@@ -117,6 +121,7 @@ __all__ = [
     "DEFAULT_RRF_K",
     "DEVICES",
     "DTYPES",
+    "MAX_IMAGE_ASPECT_RATIO",
     "MAX_IMAGE_BYTES",
     "MAX_IMAGE_PIXELS",
     "MAX_INSTRUCTION_CHARS",

@@ -4,6 +4,12 @@ Entry point: `open_image(source, max_bytes=..., max_pixels=...)`. Every stage (i
 through here, so a corrupt, truncated, zero-byte, non-image or decompression-bomb input always becomes an
 `InvalidImageError` naming the source and the reason, never a PIL traceback.
 
+Local files are read by `read_regular_file`: regular files only (a FIFO, device, socket or directory is refused
+without reading, so a read can never block on a pipe), with a byte cap, optionally confined to allowed root
+folders after following symlinks (`confine`). An image whose aspect ratio exceeds `MAX_ASPECT_RATIO` is refused from
+its header: resizing its short side to the model's 224 px would blow its long side up to millions of pixels
+(60000x3 -> 224x4,480,000, 4 GiB).
+
 No EXIF orientation is applied: Visualized BGE upstream encodes images as stored, and query and product images
 must be decoded the same way.
 """
@@ -11,16 +17,20 @@ must be decoded the same way.
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from mmsearch.errors import ImageTooLargeError, InvalidImageError
-from mmsearch.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+from mmsearch.errors import ImageTooLargeError, InvalidImageError, PathNotAllowedError
+from mmsearch.limits import MAX_IMAGE_ASPECT_RATIO, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 
 DEFAULT_MAX_BYTES = MAX_IMAGE_BYTES
 DEFAULT_MAX_PIXELS = MAX_IMAGE_PIXELS
+MAX_ASPECT_RATIO = MAX_IMAGE_ASPECT_RATIO
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
 
 ImageSource = str | Path | bytes | bytearray | memoryview | Image.Image
@@ -42,18 +52,116 @@ def _describe(source: ImageSource) -> str:
     return f"<{len(source)} bytes>"
 
 
-def read_bounded(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    """Read a local file, refusing anything over `max_bytes` before reading it all."""
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def confine(path: str | Path, roots: Sequence[str | Path]) -> Path:
+    """`path` with every symlink resolved, if that lies under one of `roots` (also resolved); else raise.
+
+    Raises:
+        PathNotAllowedError: the resolved path is outside every root (absolute paths, `..`, symlinks out).
+    """
+    real = Path(os.path.realpath(path))
+    if any(_inside(real, Path(os.path.realpath(root))) for root in roots):
+        return real
+    allowed = ", ".join(str(r) for r in roots) or "none"
+    shown = f"{path} (resolves to {real})" if str(real) != str(path) else str(path)
+    raise PathNotAllowedError(
+        f"{shown}: outside the allowed folders ({allowed}); pass --allow-path DIR to allow another folder"
+    )
+
+
+def read_regular_file(
+    path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES, *, roots: Sequence[str | Path] | None = None
+) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`, read without ever blocking on a pipe or device.
+
+    Args:
+        path: a local path.
+        max_bytes: refuse a larger file (checked before reading, and again while reading, as a file may grow).
+        roots: when given, the path must resolve (symlinks followed) under one of these folders.
+
+    Raises:
+        PathNotAllowedError: outside `roots`.
+        ImageTooLargeError: over `max_bytes`.
+        InvalidImageError: missing, unreadable, or not a regular file.
+    """
     p = Path(path)
+    target = confine(p, roots) if roots is not None else p
     try:
-        size = p.stat().st_size
+        # stat first: opening a device can have side effects, so anything but a regular file is never opened.
+        before = os.stat(target)
+        if not stat.S_ISREG(before.st_mode):
+            raise InvalidImageError(f"{p}: {_kind(before.st_mode)}, not a regular file")
+        # O_NONBLOCK: if the file was swapped for a FIFO since the stat, open() still returns at once.
+        flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+        if roots is not None:
+            flags |= getattr(
+                os, "O_NOFOLLOW", 0
+            )  # `target` has no symlinks left; one appearing now is refused
+        fd = os.open(target, flags)
     except FileNotFoundError as e:
         raise InvalidImageError(f"{p}: file not found") from e
     except OSError as e:
         raise InvalidImageError(f"{p}: cannot read ({e.strerror or e})") from e
-    if size > max_bytes:
-        raise ImageTooLargeError(f"{p}: {size} bytes exceeds the limit of {max_bytes} bytes")
-    return p.read_bytes()
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+            raise InvalidImageError(f"{p}: changed while being opened; not read")
+        if st.st_size > max_bytes:
+            raise ImageTooLargeError(f"{p}: {st.st_size} bytes exceeds the limit of {max_bytes} bytes")
+        if roots is not None:
+            confine(_opened_path(fd, target), roots)  # a parent folder swapped for a symlink after the check
+        chunks, size = [], 0
+        while True:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > max_bytes:
+                raise ImageTooLargeError(f"{p}: more than {max_bytes} bytes (the limit)")
+        return b"".join(chunks)
+    except OSError as e:
+        raise InvalidImageError(f"{p}: cannot read ({e.strerror or e})") from e
+    finally:
+        os.close(fd)
+
+
+def _opened_path(fd: int, fallback: Path) -> Path:
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:  # no /proc (macOS): the check before opening stands
+        return fallback
+
+
+def read_bounded(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """Read a local regular file of at most `max_bytes` (see `read_regular_file`)."""
+    return read_regular_file(path, max_bytes)
+
+
+def check_aspect(what: str, width: int, height: int, max_aspect: float = MAX_ASPECT_RATIO) -> None:
+    """Refuse an image whose longer side exceeds `max_aspect` times its shorter side (see the module docstring)."""
+    short, long = min(width, height), max(width, height)
+    if short >= 1 and long > max_aspect * short:
+        raise InvalidImageError(
+            f"{what}: {width}x{height} has an aspect ratio of {long / short:.0f}:1, over the limit of "
+            f"{max_aspect:g}:1"
+        )
 
 
 def open_image(
@@ -78,6 +186,7 @@ def open_image(
             )
         if source.width < 1 or source.height < 1:
             raise InvalidImageError(f"{what}: empty image")
+        check_aspect(what, source.width, source.height)
         return source
     if isinstance(source, str | Path):
         data = read_bounded(source, max_bytes)
@@ -99,6 +208,7 @@ def open_image(
                 raise InvalidImageError(f"{what}: empty image ({w}x{h})")
             if w * h > max_pixels:
                 raise InvalidImageError(f"{what}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
+            check_aspect(what, w, h)
             img.load()
     except InvalidImageError:
         raise
@@ -117,7 +227,11 @@ __all__ = [
     "ALLOWED_FORMATS",
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
+    "MAX_ASPECT_RATIO",
     "ImageSource",
+    "check_aspect",
+    "confine",
     "open_image",
     "read_bounded",
+    "read_regular_file",
 ]

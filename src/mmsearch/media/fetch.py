@@ -3,7 +3,10 @@
 Entry point: `ImageFetcher`. URLs go through one pooled `httpx.Client` with timeouts, retries with exponential
 backoff (timeouts, connection errors, 429 and 5xx; never other 4xx), a byte limit enforced while streaming, and an
 on-disk cache keyed by the URL's hash. Every image is decoded through `mmsearch.media.decode.open_image`, so any bad
-input ends as an `InvalidImageError` naming the source and the reason.
+input ends as an `InvalidImageError` naming the source and the reason. URLs in messages are redacted (no
+credentials, no query string). With `allowed_roots`, local paths must resolve under one of those folders, and only
+regular files are read (`media.decode.read_regular_file`). The indexer calls the three steps apart (`resolve`,
+`fetch_bytes`, `decode`) so a failure names its stage; `open` does all three.
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -24,7 +28,8 @@ import httpx
 from PIL import Image
 
 from mmsearch.errors import ConfigError, ImageTooLargeError, InvalidImageError
-from mmsearch.media.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, open_image, read_bounded
+from mmsearch.media.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, confine, open_image, read_regular_file
+from mmsearch.sanitize import redact, redact_url
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -33,8 +38,17 @@ USER_AGENT = "mmsearch-indexer/0.1 (+https://github.com/milvus-io/bootcamp)"
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
+
+
 def is_url(ref: object) -> bool:
     return isinstance(ref, str) and ref.startswith(("http://", "https://"))
+
+
+def url_scheme(ref: str) -> str | None:
+    """The scheme of a URL-looking reference (`data`, `ftp`, `http`...), None for a plain path."""
+    m = _SCHEME.match(ref)
+    return m.group(1).lower() if m else None
 
 
 class _Retryable(Exception):
@@ -51,6 +65,8 @@ class ImageFetcher:
         retries: extra attempts after the first for transient failures.
         backoff: first retry delay in seconds, doubled each time (with up to 25% jitter).
         max_workers: thread-pool size for `map`, and the HTTP connection pool size.
+        allowed_roots: folders local paths must resolve under (symlinks followed); None allows any local path
+            (a user's own query image), an empty list allows none.
         transport: optional httpx transport (tests).
     """
 
@@ -64,6 +80,7 @@ class ImageFetcher:
         retries: int = 3,
         backoff: float = 0.5,
         max_workers: int = 8,
+        allowed_roots: Sequence[str | Path] | None = None,
         transport: httpx.BaseTransport | None = None,
     ):
         if max_workers < 1:
@@ -79,6 +96,7 @@ class ImageFetcher:
         self.retries = retries
         self.backoff = backoff
         self.max_workers = max_workers
+        self.allowed_roots = None if allowed_roots is None else [Path(r) for r in allowed_roots]
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(max_connections=max_workers, max_keepalive_connections=max_workers),
@@ -103,6 +121,26 @@ class ImageFetcher:
 
     # -- bytes -------------------------------------------------------------------------------------------------
 
+    def resolve(self, ref: str | Path | bytes) -> str | Path | bytes:
+        """Check a reference before any I/O: http(s) URLs pass, other schemes (data:, ftp:...) are refused,
+        a `file://` URL becomes its path, and a local path must lie under `allowed_roots` when those are set.
+
+        Raises:
+            InvalidImageError: an unsupported scheme; `PathNotAllowedError` for a path outside the roots.
+        """
+        if isinstance(ref, bytes | bytearray | memoryview) or is_url(ref):
+            return ref
+        text = str(ref)
+        if text.startswith("file://"):
+            text = text[len("file://") :]
+        elif isinstance(ref, str) and (scheme := url_scheme(text)) is not None:
+            raise InvalidImageError(
+                f"{redact_url(text)}: unsupported URL scheme {scheme + ':'!r}; expected http(s) or a local path"
+            )
+        if self.allowed_roots is not None:
+            return confine(text, self.allowed_roots)
+        return Path(text)
+
     def fetch_bytes(self, ref: str | Path | bytes) -> bytes:
         """Return the encoded bytes behind `ref`, bounded by `max_bytes`. Raises `InvalidImageError`."""
         if isinstance(ref, bytes | bytearray | memoryview):
@@ -112,10 +150,19 @@ class ImageFetcher:
             return data
         if is_url(ref):
             return self._get_url(str(ref))
-        path = str(ref)
-        if path.startswith("file://"):
-            path = path[len("file://") :]
-        return read_bounded(path, self.max_bytes)
+        path = self.resolve(ref)
+        return read_regular_file(path, self.max_bytes, roots=self.allowed_roots)
+
+    def decode(self, data: bytes, ref: str | Path | bytes) -> Image.Image:
+        """Decode fetched bytes with the pixel and aspect bounds; errors name `ref` (redacted)."""
+        try:
+            return open_image(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
+        except InvalidImageError as e:
+            # open_image names bytes as "<n bytes>"; name the URL or path the user knows instead.
+            anonymous = f"<{len(data)} bytes>"
+            if isinstance(ref, str | Path) and e.message.startswith(anonymous):
+                raise type(e)(f"{redact_url(str(ref))}{e.message[len(anonymous) :]}") from None
+            raise
 
     def _count(self, key: str) -> None:
         with self._stats_lock:
@@ -150,31 +197,34 @@ class ImageFetcher:
                 return self._download_once(url)
             except _Retryable as e:
                 if attempt >= self.retries:
-                    raise InvalidImageError(f"{url}: {e} (gave up after {attempt + 1} attempts)") from None
+                    raise InvalidImageError(
+                        f"{redact_url(url)}: {e} (gave up after {attempt + 1} attempts)"
+                    ) from None
                 delay = self.backoff * (2**attempt) * (1 + 0.25 * random.random())
                 attempt += 1
                 self._count("retries")
                 time.sleep(delay)
 
     def _download_once(self, url: str) -> bytes:
+        shown = redact_url(url)
         deadline = time.monotonic() + self.timeout
         try:
             with self._client.stream("GET", url) as resp:
                 if resp.status_code in _RETRY_STATUS:
                     raise _Retryable(f"HTTP {resp.status_code}")
                 if resp.status_code != 200:
-                    raise InvalidImageError(f"{url}: HTTP {resp.status_code} {resp.reason_phrase}".rstrip())
+                    raise InvalidImageError(f"{shown}: HTTP {resp.status_code} {resp.reason_phrase}".rstrip())
                 declared = resp.headers.get("content-length")
                 if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
                     raise ImageTooLargeError(
-                        f"{url}: {declared} bytes exceeds the limit of {self.max_bytes} bytes"
+                        f"{shown}: {declared} bytes exceeds the limit of {self.max_bytes} bytes"
                     )
                 chunks: list[bytes] = []
                 size = 0
                 for chunk in resp.iter_bytes():
                     size += len(chunk)
                     if size > self.max_bytes:
-                        raise ImageTooLargeError(f"{url}: more than {self.max_bytes} bytes (the limit)")
+                        raise ImageTooLargeError(f"{shown}: more than {self.max_bytes} bytes (the limit)")
                     chunks.append(chunk)
                     # httpx's timeout is per read; a slow drip must not run forever.
                     if time.monotonic() > deadline:
@@ -183,23 +233,15 @@ class ImageFetcher:
         except httpx.TimeoutException:
             raise _Retryable(f"timed out after {self.timeout:g} s") from None
         except httpx.TransportError as e:
-            raise _Retryable(f"connection failed ({type(e).__name__}: {e})") from None
-        except httpx.InvalidURL as e:
-            raise InvalidImageError(f"{url}: invalid URL ({e})") from None
+            raise _Retryable(f"connection failed ({type(e).__name__}: {redact(str(e))})") from None
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as e:
+            raise InvalidImageError(f"{shown}: invalid URL ({redact(str(e))})") from None
 
     # -- images ------------------------------------------------------------------------------------------------
 
     def open(self, ref: str | Path | bytes) -> Image.Image:
         """Fetch and decode one image with the byte and pixel bounds. Raises `InvalidImageError`."""
-        data = self.fetch_bytes(ref)
-        try:
-            return open_image(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
-        except InvalidImageError as e:
-            # open_image names bytes as "<n bytes>"; name the URL or path the user knows instead.
-            anonymous = f"<{len(data)} bytes>"
-            if isinstance(ref, str | Path) and e.message.startswith(anonymous):
-                raise type(e)(f"{ref}{e.message[len(anonymous) :]}") from None
-            raise
+        return self.decode(self.fetch_bytes(ref), ref)
 
     def map(
         self, fn: Callable[[T], R], items: Iterable[T], *, window: int | None = None
@@ -262,4 +304,4 @@ def _atomic_write(path: Path, data: bytes) -> None:
         pass
 
 
-__all__ = ["USER_AGENT", "ImageFetcher", "is_url"]
+__all__ = ["USER_AGENT", "ImageFetcher", "is_url", "url_scheme"]
