@@ -87,13 +87,24 @@ def test_partial_run_then_full_run_indexes_only_the_rest(encoder, store, tmp_pat
     assert store.count() == 10
 
 
-def test_duplicate_ids_in_one_source_are_indexed_once(encoder, store, tmp_path):
+def test_repeated_id_in_one_run_keeps_the_later_record(encoder, store, tmp_path):
     catalog = write_catalog(tmp_path / "data", 3, images_per_product=1)
-    doubled = tmp_path / "data" / "doubled.jsonl"
-    doubled.write_text(catalog.read_text() * 2)
-    report = run_job(encoder, store, JsonlSource(doubled), tmp_path)
-    assert (report.indexed, report.duplicates) == (3, 3)
+    lines = catalog.read_text().splitlines()
+    newer = json.loads(lines[1]) | {"title": "newer title", "price": "$1.50"}
+    catalog.write_text("\n".join([*lines, json.dumps(newer)]) + "\n")
+    report = run_job(encoder, store, JsonlSource(catalog), tmp_path, batch_size=2)
+    assert (report.indexed, report.duplicates, report.failed) == (4, 1, 0)  # written twice, stored once
     assert store.count() == 3
+    (hit,) = store.get(["B000000001:0"])
+    assert (hit.title, hit.price) == ("newer title", 1.5)
+
+
+def test_rerun_with_a_repeated_id_adds_nothing(encoder, store, tmp_path):
+    catalog = write_catalog(tmp_path / "data", 2, images_per_product=1)
+    catalog.write_text(catalog.read_text() * 2)
+    run_job(encoder, store, JsonlSource(catalog), tmp_path)
+    again = run_job(encoder, store, JsonlSource(catalog), tmp_path)
+    assert (again.indexed, again.skipped_existing, again.duplicates, again.batches) == (0, 2, 2, 0)
 
 
 def test_bad_inputs_land_in_the_failure_log_and_the_rest_is_indexed(encoder, store, tmp_path):
@@ -158,10 +169,10 @@ class _FailingSource(Source):
 
     def __init__(self, products: list[Product]):
         super().__init__()
-        self.items = products
+        self.before_failure = products
 
     def _products(self, on_error):
-        yield from self.items
+        yield from self.before_failure
         raise DataSourceError("hub.jsonl:9: reading failed (connection reset)")
 
 

@@ -35,7 +35,8 @@ def test_jsonl_record_maps_to_one_product_per_image(tmp_path):
     first = products[0]
     assert first.image == str((tmp_path / "img" / "a.jpg").resolve())
     assert products[1].image == "https://example.com/b.jpg"
-    assert (first.title, first.main_category, first.parent_asin) == ("Blue case", "Cell Phones", "B0TEST")
+    # stored verbatim: whitespace is normalised only for the model's input
+    assert (first.title, first.main_category, first.parent_asin) == ("  Blue  case ", "Cell Phones", "B0TEST")
     assert (first.price, first.average_rating, first.rating_number) == (12.99, 4.2, 17)
     assert first.meta["store"] == "ACME"
     assert first.meta["details"] == {"Color": "Blue"}

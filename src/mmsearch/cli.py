@@ -6,7 +6,8 @@
     mmsearch eval   --queries FILE.jsonl
     mmsearch bench  encode|rerank|store|index
 
-A user mistake prints one line on stderr and exits 2; nothing else prints a traceback either.
+A user mistake prints one line on stderr and exits 2; nothing else prints a traceback either (-v shows one for an
+internal error, which exits 1).
 """
 
 from __future__ import annotations
@@ -22,8 +23,20 @@ from pydantic import ValidationError
 from mmsearch.config import Settings
 from mmsearch.errors import MMSearchError
 from mmsearch.retriever.retriever import SEARCH_MODES
+from mmsearch.sanitize import redact
 
+EXIT_OK = 0
+EXIT_INTERNAL = 1
 EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+INDEX_EXIT_CODES = f"""exit status:
+  {EXIT_OK}  every record was indexed (or was already in the collection)
+  {EXIT_PARTIAL}  the run completed, but some records failed: each one is in the failure log (--failure-log)
+     with its id or file:line, stage and reason
+  {EXIT_USAGE}  the run could not start or had to stop: bad option or source, store unreachable or locked,
+     encoder mismatch, a source that cannot be read further
+  {EXIT_INTERNAL}  an internal error (a bug; -v prints the traceback)
+  130  interrupted"""
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -89,7 +102,14 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_index(sub) -> None:
-    p = sub.add_parser("index", help="index product images into Milvus")
+    p = sub.add_parser(
+        "index",
+        help="index product images into Milvus",
+        description="Index product images into Milvus. A bad record never stops the run: it goes to the "
+        "failure log and the run goes on. An id met twice in one run: the later record wins.",
+        epilog=INDEX_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _common(p)
     p.add_argument(
         "--source",
@@ -103,6 +123,14 @@ def _add_index(sub) -> None:
     p.add_argument("--workers", type=_positive_int, default=8, help="concurrent image downloads (default 8)")
     p.add_argument(
         "--max-images-per-product", type=_positive_int, help="index only the first N images of each product"
+    )
+    p.add_argument(
+        "--allow-path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also read local images under DIR (repeatable); by default a catalogue's local image paths must "
+        "resolve, symlinks followed, inside the catalogue's own folder",
     )
     p.set_defaults(func=_run_index)
 
@@ -120,9 +148,10 @@ def _run_index(args: argparse.Namespace) -> int:
         failure_log=args.failure_log,
         workers=args.workers,
         max_images_per_product=args.max_images_per_product,
+        allow_paths=args.allow_path,
     )
     print(report.summary())
-    return 0
+    return EXIT_PARTIAL if report.failed else EXIT_OK
 
 
 # ---------------------------------------------------------------- search
@@ -298,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except MMSearchError as e:
-        print(f"mmsearch {args.command}: error: {e}", file=sys.stderr)
+        print(f"mmsearch {args.command}: error: {redact(str(e))}", file=sys.stderr)
         return EXIT_USAGE
     except ValidationError as e:
         # Bad MMSEARCH_* env values or option combinations caught by a pydantic model.
@@ -310,6 +339,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mmsearch {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug: still one line (redacted), the traceback only with -v
+        if args.verbose:
+            logging.getLogger("mmsearch").exception("internal error")
+        print(
+            f"mmsearch {args.command}: internal error: {type(e).__name__}: {redact(str(e))}", file=sys.stderr
+        )
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
-"""Failure log for the indexer: one JSON line per item that could not be indexed (id, source, reason, time).
+"""Failure log for the indexer: one JSON line per item that could not be indexed (id, source, stage, reason, time).
 
 Entry point: `FailureLog(path)`. Each record is written and flushed at once, so a crash or `kill -9` loses
-nothing already reported. `path=None` keeps the records in memory only (tests, dry runs).
+nothing already reported. `path=None` keeps the records in memory only (tests, dry runs). `id` is the product id
+("" when the record never got one, e.g. a line that is not JSON: then `source` is `file:line`), `stage` is where
+it failed (see `mmsearch.indexer.boundary.STAGES`). Every field is made valid text, URLs in it are redacted and
+long fields are cut, so a hostile record cannot break or bloat the log, nor leak a credential into it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from mmsearch.errors import ConfigError
+from mmsearch.sanitize import redact
+
+MAX_FIELD_CHARS = 2000
 
 
 class FailureLog:
@@ -29,12 +35,13 @@ class FailureLog:
                 f"failure log {self.path} is a directory; expected a file path such as failures.jsonl"
             )
 
-    def record(self, id: str, source: str, reason: str) -> None:
+    def record(self, id: str, source: str, reason: str, stage: str = "") -> None:
         """Append one failure and flush it to the OS right away."""
         entry = {
-            "id": id,
-            "source": source,
-            "reason": reason,
+            "id": _field(id),
+            "source": _field(source),
+            "stage": stage,
+            "reason": _field(reason),
             "time": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         with self._lock:
@@ -66,6 +73,11 @@ class FailureLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _field(value: object) -> str:
+    text = redact(str(value))
+    return text if len(text) <= MAX_FIELD_CHARS else f"{text[: MAX_FIELD_CHARS - 1]}…"
 
 
 def read_failures(path: str | Path) -> list[dict[str, Any]]:

@@ -7,9 +7,17 @@ Entry point: `IndexJob(encoder, store, fetcher, failure_log).run(source) -> Inde
   ready batches to the encoder through a bounded queue, so encoding overlaps with the network and decoding.
 - Each batch is upserted as soon as it is encoded: ids are deterministic, so a crash or `kill -9` loses at most
   the batch in flight, and the next run picks up where this one stopped.
-- A bad image or record goes to the failure log and never stops the job.
+- Every record runs inside the fault boundary of `mmsearch.indexer.boundary`: whatever goes wrong with one
+  record at any stage (read, parse, validate, resolve, fetch, decode, preprocess, encode, write) becomes one
+  failure-log entry and the run goes on. A batched stage that raises (encoder forward, upsert) is split in halves
+  until the bad records stand alone; the good ones are still written. Run-level errors (store unreachable, encoder
+  mismatch, a source that cannot be read further) stop the run; so do `MAX_FAILED_BATCHES` batches in a row in
+  which every record failed at encode or write, which means the model or the store is broken, not the data.
+- One id met twice in a run: the later record wins (it is upserted after the earlier one); an id skipped because
+  it is already stored stays skipped.
 
-Per-record preparation and title vectors live in `indexer.prepare`, shared with the Ray engine.
+Per-record preparation and title vectors live in `indexer.prepare`, the fault boundary's pieces in
+`indexer.boundary`; both are shared with the Ray engine.
 """
 
 from __future__ import annotations
@@ -26,9 +34,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mmsearch.errors import ConfigError
+from mmsearch.errors import ConfigError, IndexAbortedError
+from mmsearch.indexer.boundary import Failure, run_isolated
 from mmsearch.indexer.failures import FailureLog
-from mmsearch.indexer.prepare import TitleVectors, failure_where, prepare_image
+from mmsearch.indexer.prepare import Ready, TitleVectors, failure_where, prepare_product
 from mmsearch.indexer.sources import Source
 from mmsearch.media.fetch import ImageFetcher
 from mmsearch.types import Product
@@ -36,6 +45,9 @@ from mmsearch.types import Product
 log = logging.getLogger(__name__)
 
 _DONE = object()
+MAX_FAILED_BATCHES = (
+    3  # whole batches failing at encode/write in a row: a broken model or store, not bad data
+)
 
 
 @dataclass
@@ -73,7 +85,7 @@ class IndexReport:
             where = f"; see {self.failure_log}" if self.failure_log else ""
             line += f" (first: {self.first_failure}{where})"
         if self.duplicates:
-            line += f", {self.duplicates} duplicate ids ignored"
+            line += f", {self.duplicates} repeated ids (the later record wins)"
         line += (
             f" in {self.elapsed_s:.1f} s, {self.items_per_s:.1f} items/s "
             f"(read {self.read_s:.1f} s, encode {self.encode_s:.1f} s, write {self.write_s:.1f} s, "
@@ -85,12 +97,6 @@ class IndexReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class _Batch:
-    products: list[Product]
-    pixels: torch.Tensor  # (n, 3, H, W)
 
 
 class IndexJob:
@@ -143,42 +149,59 @@ class IndexJob:
 
     # -- bookkeeping shared by both threads --------------------------------------------------------------------
 
-    def _fail(self, report: IndexReport, bar: tqdm, id: str, where: str, reason: str) -> None:
-        self.failures.record(id, where, reason)
+    def _fail(self, report: IndexReport, bar: tqdm, failure: Failure) -> None:
+        self.failures.record(failure.id, failure.where, failure.reason, stage=failure.stage)
         with self._count_lock:
             report.failed += 1
             if report.first_failure is None:
+                reason, where = failure.reason, failure.where
                 report.first_failure = reason if reason.startswith(where) else f"{where}: {reason}"
         bar.update(1)
 
     # -- producer: lookup, fetch, decode, preprocess ----------------------------------------------------------
 
+    def _products(self, source: Source, report: IndexReport, bar: tqdm) -> Iterator[Product]:
+        """The source's products; its failures (read, parse, validate, resolve) go straight to the log."""
+        for item in source.stream():
+            if isinstance(item, Failure):
+                self._fail(report, bar, item)
+            else:
+                yield item
+
     def _new_products(self, products: Iterable[Product], report: IndexReport, bar: tqdm) -> Iterator[Product]:
-        """Drop ids seen earlier in this run and ids already stored, looking them up in chunks."""
-        seen: set[str] = set()
+        """Drop ids already stored (looked up in chunks); a repeated id is passed on again (the later wins)."""
+        state: dict[str, str] = {}  # id -> "pending" (awaiting lookup) | "queued" | "skipped"
         chunk: list[Product] = []
 
         def flush() -> Iterator[Product]:
+            lookup = list(dict.fromkeys(p.id for p in chunk if state[p.id] == "pending"))
             t0 = time.perf_counter()
             with self._store_lock:
-                existing = self.store.existing_ids([p.id for p in chunk])
+                existing = self.store.existing_ids(lookup) if lookup else set()
             report.lookup_s += time.perf_counter() - t0
-            if existing:
-                with self._count_lock:
-                    report.skipped_existing += len(existing)
-                bar.update(len(existing))
-            yield from (p for p in chunk if p.id not in existing)
+            for pid in lookup:
+                state[pid] = "skipped" if pid in existing else "queued"
+            for p in chunk:
+                if state[p.id] == "skipped":
+                    bar.update(1)
+                else:
+                    yield p
+            with self._count_lock:
+                report.skipped_existing += len(existing)
             chunk.clear()
 
         source_error: Exception | None = None
         try:
             for product in products:
-                if product.id in seen:
+                prior = state.get(product.id)
+                if prior is not None:
                     with self._count_lock:
                         report.duplicates += 1
-                    bar.update(1)
-                    continue
-                seen.add(product.id)
+                    if prior == "skipped":
+                        bar.update(1)
+                        continue
+                else:
+                    state[product.id] = "pending"
                 chunk.append(product)
                 if len(chunk) >= self.lookup_chunk:
                     yield from flush()
@@ -189,10 +212,9 @@ class IndexJob:
         if source_error is not None:
             raise source_error
 
-    def _prepare(self, product: Product) -> tuple[Product, torch.Tensor | None, str | None]:
-        """Worker-thread task: (product, pixels (3, H, W) or None, failure reason or None)."""
-        product, pixels, reason = prepare_image(self.fetcher, self.encoder.preprocess, product)
-        return product, None if pixels is None else pixels[0], reason
+    def _prepare(self, product: Product) -> Ready | Failure:
+        """Worker-thread task: resolve, fetch, decode, preprocess (see `prepare.prepare_product`)."""
+        return prepare_product(product, self.fetcher, self.encoder.preprocess)
 
     def _produce(
         self, source: Source, out: queue.Queue, stop: threading.Event, report: IndexReport, bar: tqdm
@@ -206,48 +228,82 @@ class IndexJob:
                     continue
             return False
 
-        def on_source_error(id: str, where: str, reason: str) -> None:
-            self._fail(report, bar, id, where, reason)
-
         try:
-            products = self._new_products(source.products(on_error=on_source_error), report, bar)
-            buf: list[tuple[Product, torch.Tensor]] = []
+            products = self._new_products(self._products(source, report, bar), report, bar)
+            buf: list[Ready] = []
             t0 = time.perf_counter()
             for future in self.fetcher.map(self._prepare, products):
                 if stop.is_set():
                     return
-                product, pixels, reason = future.result()
-                if reason is not None:
-                    self._fail(report, bar, product.id, failure_where(product), reason)
+                item = future.result()
+                if isinstance(item, Failure):
+                    self._fail(report, bar, item)
                     continue
-                buf.append((product, pixels))
+                buf.append(item)
                 if len(buf) >= self.batch_size:
-                    batch = _Batch([p for p, _ in buf], torch.stack([x for _, x in buf]))
                     report.read_s += time.perf_counter() - t0
-                    buf = []
+                    batch, buf = buf, []
                     if not put(batch):
                         return
                     t0 = time.perf_counter()
             if buf:
                 report.read_s += time.perf_counter() - t0
-                put(_Batch([p for p, _ in buf], torch.stack([x for _, x in buf])))
+                put(buf)
             put(_DONE)
         except BaseException as e:  # hand any failure (bad source, bug) to the consumer to re-raise
             put(e)
 
     # -- consumer: encode and write ---------------------------------------------------------------------------
 
-    def _title_vectors(self, products: list[Product], image_vectors: np.ndarray) -> np.ndarray:
+    def _title_vectors(
+        self, products: list[Product], image_vectors: np.ndarray, errors: dict[int, Exception] | None = None
+    ) -> np.ndarray:
         """(n, dim) title vectors; see `indexer.prepare.TitleVectors`."""
-        return self._titles(products, image_vectors)
+        return self._titles(products, image_vectors, errors)
 
-    def _write(self, batch: _Batch, report: IndexReport, with_text: bool) -> int:
-        t0 = time.perf_counter()
-        image_vectors = np.asarray(self.encoder.encode_pixels(batch.pixels), dtype=np.float32)  # (n, dim)
-        text_vectors = self._title_vectors(batch.products, image_vectors) if with_text else None
-        t1 = time.perf_counter()
+    def _encode_images(self, items: list[Ready]) -> np.ndarray:
+        pixels = torch.stack([item.pixels for item in items])  # (n, 3, S, S)
+        vectors = np.asarray(self.encoder.encode_pixels(pixels), dtype=np.float32)  # (n, dim)
+        if vectors.shape[0] != len(items) or not np.isfinite(vectors).all():
+            raise ValueError(
+                f"the encoder returned {vectors.shape} vectors with NaN/inf for {len(items)} images"
+            )
+        return vectors
+
+    def _upsert(self, rows: list[tuple[Product, np.ndarray, np.ndarray | None]]) -> int:
+        products = [p for p, _, _ in rows]
+        image_vectors = np.stack([v for _, v, _ in rows])
+        text_vectors = np.stack([t for _, _, t in rows]) if rows[0][2] is not None else None
         with self._store_lock:
-            written = self.store.upsert(batch.products, image_vectors, text_vectors)
+            return self.store.upsert(products, image_vectors, text_vectors)
+
+    def _write(self, batch: list[Ready], report: IndexReport, bar: tqdm, with_text: bool) -> int:
+        """Encode and upsert one batch, isolating the records that fail; returns the rows written."""
+        t0 = time.perf_counter()
+        done, failed = run_isolated(self._encode_images, batch)
+        for item, err in failed:
+            self._fail(report, bar, Failure.of("encode", item.product.id, failure_where(item.product), err))
+        items = [item for chunk, _ in done for item in chunk]
+        rows: list[tuple[Product, np.ndarray, np.ndarray | None]] = []
+        if items:
+            image_vectors = np.concatenate([vectors for _, vectors in done])
+            products = [item.product for item in items]
+            text_errors: dict[int, Exception] = {}
+            text_vectors = self._title_vectors(products, image_vectors, text_errors) if with_text else None
+            for i, product in enumerate(products):
+                if i in text_errors:
+                    reason = f"title embedding failed: {type(text_errors[i]).__name__}: {text_errors[i]}"
+                    self._fail(report, bar, Failure.of("encode", product.id, failure_where(product), reason))
+                    continue
+                rows.append((product, image_vectors[i], None if text_vectors is None else text_vectors[i]))
+        t1 = time.perf_counter()
+        written = 0
+        if rows:
+            done_rows, failed_rows = run_isolated(self._upsert, rows)
+            written = sum(n for _, n in done_rows)
+            for (product, _, _), err in failed_rows:
+                self._fail(report, bar, Failure.of("write", product.id, failure_where(product), err))
+            bar.update(sum(len(chunk) for chunk, _ in done_rows))
         t2 = time.perf_counter()
         report.encode_s += t1 - t0
         report.write_s += t2 - t1
@@ -266,6 +322,10 @@ class IndexJob:
             encoder_id=self.encoder.model_id, dim=self.encoder.dim, with_text_vector=self.text_vectors
         )
         with_text = bool(self.text_vectors and self.store.has_text_vector)
+        roots = getattr(source, "allowed_roots", None)
+        if roots is not None and self.fetcher.allowed_roots is None:
+            # Local images are read only under the catalogue's folders (the source knows which they are).
+            self.fetcher.allowed_roots = list(roots)
         batches: queue.Queue = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
         bar = tqdm(
@@ -280,6 +340,7 @@ class IndexJob:
             target=self._produce, args=(source, batches, stop, report, bar), name="mmsearch-index-producer"
         )
         producer.start()
+        failed_in_a_row = 0
         try:
             while True:
                 t0 = time.perf_counter()
@@ -289,8 +350,15 @@ class IndexJob:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                report.indexed += self._write(item, report, with_text)
-                bar.update(len(item.products))
+                written = self._write(item, report, bar, with_text)
+                report.indexed += written
+                failed_in_a_row = 0 if written else failed_in_a_row + 1
+                if failed_in_a_row >= MAX_FAILED_BATCHES:
+                    raise IndexAbortedError(
+                        f"stopped: every record of the last {failed_in_a_row} batches failed at encode or write "
+                        f"(last: {self.failures.last['reason'] if self.failures.last else 'unknown'}); "
+                        "the model or the store is broken, not the data"
+                    )
                 bar.set_postfix(indexed=report.indexed, skipped=report.skipped_existing, failed=report.failed)
         finally:
             stop.set()

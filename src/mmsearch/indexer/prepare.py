@@ -1,15 +1,18 @@
-"""Per-record work shared by every index engine: one product image -> pixels (or a failure reason), and
-title vectors for a batch of products.
+"""Per-record work shared by every index engine: one product image -> pixels (or a `Failure`), and title vectors
+for a batch of products.
 
-Entry points: `prepare_image(fetcher, preprocess, product)` and `TitleVectors(encoder)`. The local engine
-(`indexer.job.IndexJob`) runs them on threads; the Ray engine (`pipelines.ray_stages`) runs them in Ray
-workers, so both engines fail the same records for the same reasons and store the same vectors.
+Entry points: `prepare_product(product, fetcher, preprocess) -> Ready | Failure` and `TitleVectors(encoder)`.
+`prepare_image` is the same work in tuple form. The local engine (`indexer.job.IndexJob`) runs them on threads;
+the Ray engine runs them in Ray workers, so both engines fail the same records for the same reasons (and stages)
+and store the same vectors. Both sit inside the fault boundary (`indexer.boundary`): they raise only for
+run-level errors (`boundary.FATAL_ERRORS`).
 
 Title vectors (for hybrid search): each product's title is embedded with `encode_texts`; an untitled product
 uses its main category instead; a product with neither (e.g. the bootcamp subset, which has no metadata)
-reuses its image vector, as does a title the tokenizer reduces to nothing. Visualized BGE puts text and
-images in one space, so hybrid search stays meaningful (it degrades to image similarity for that product);
-a zero vector would be undefined under COSINE.
+reuses its image vector, as does a title the tokenizer reduces to nothing. The model reads the title with its
+whitespace normalised and made valid (`sanitize.model_text`); the store keeps it verbatim. Visualized BGE puts
+text and images in one space, so hybrid search stays meaningful (it degrades to image similarity for that
+product); a zero vector would be undefined under COSINE.
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 
-from mmsearch.errors import InvalidImageError, InvalidTextError
+from mmsearch.errors import InvalidTextError
+from mmsearch.indexer.boundary import FATAL_ERRORS, Failure, run_isolated
+from mmsearch.sanitize import model_text, redact_url
 from mmsearch.types import Product
 
 log = logging.getLogger(__name__)
@@ -30,66 +36,106 @@ P = TypeVar("P")
 TEXT_CACHE_SIZE = 4096  # a product's images are consecutive and share one title: embed it once
 
 
+@dataclass(frozen=True)
+class Ready:
+    """A product whose image is fetched, decoded and preprocessed: `pixels` is (3, S, S) float32."""
+
+    product: Product
+    pixels: Any
+
+
 def failure_where(product: Product) -> str:
-    """Where a product's image failure is logged: its URL or path (bytes are cut to a short repr)."""
-    return product.image_url or str(product.image)[:200]
+    """How a product's image is named in a failure entry: its URL (redacted) or path; bytes by their size."""
+    ref = product.image_url or product.image
+    if isinstance(ref, bytes | bytearray | memoryview):
+        return f"<{len(ref)} bytes>"
+    return redact_url(str(ref))
+
+
+def prepare_product(
+    product: Product, fetcher: Any, preprocess: Callable[[list[Any]], Any]
+) -> Ready | Failure:
+    """Resolve, fetch, decode and preprocess one product's image; a bad record is a `Failure`, never an exception.
+
+    Args:
+        product: the record (its `image` is a URL, a local path or bytes).
+        fetcher: an `ImageFetcher` (`resolve`: scheme check and path confinement; `fetch_bytes`; `decode`).
+        preprocess: the encoder's `preprocess([image]) -> (1, 3, S, S)`.
+    """
+    where = failure_where(product)
+    stage = "resolve"
+    try:
+        ref = fetcher.resolve(product.image)
+        stage = "fetch"
+        data = fetcher.fetch_bytes(ref)
+        stage = "decode"
+        image = fetcher.decode(data, product.image if isinstance(product.image, str) else ref)
+        stage = "preprocess"
+        pixels = preprocess([image])[0]
+    except FATAL_ERRORS:
+        raise
+    except Exception as e:  # the boundary: whatever one record does, it fails alone
+        return Failure.of(stage, product.id, where, e)
+    return Ready(product, pixels)
 
 
 def prepare_image(
-    fetcher: Any, preprocess: Callable[[list[Any]], P], product: Product
-) -> tuple[Product, P | None, str | None]:
-    """Fetch, decode and preprocess one product image inside a fault boundary.
-
-    Returns (product, preprocess([image]) or None, failure reason or None): a bad image or an unexpected
-    decoder error is one failed record, never an exception.
-    """
-    try:
-        img = fetcher.open(product.image)
-        return product, preprocess([img]), None
-    except InvalidImageError as e:
-        return product, None, str(e)
-    except Exception as e:  # an unexpected decoder/preprocess failure is one bad item, not a dead job
-        return product, None, f"{product.image_url or 'image'}: {type(e).__name__}: {e}"
+    fetcher: Any, preprocess: Callable[[list[Any]], Any], product: Product
+) -> tuple[Product, Any | None, str | None]:
+    """`prepare_product` as (product, pixels (1, 3, S, S) or None, "stage: reason" or None)."""
+    item = prepare_product(product, fetcher, preprocess)
+    if isinstance(item, Failure):
+        return product, None, f"{item.stage}: {item.reason}"
+    return product, item.pixels.unsqueeze(0), None
 
 
 class TitleVectors:
-    """(n, dim) title vectors for products, with an LRU cache of embedded titles (see the module docstring)."""
+    """(n, dim) title vectors for products, with an LRU cache of embedded titles (see the module docstring).
+
+    A title on which the encoder raises (other than "no tokens", which falls back to the image vector) is
+    isolated by splitting the batch; the call reports it in `errors[i]` so the caller fails that record alone.
+    """
 
     def __init__(self, encoder: Any, cache_size: int = TEXT_CACHE_SIZE):
         self.encoder = encoder
         self.cache_size = cache_size
         self._cache: OrderedDict[str, np.ndarray | None] = OrderedDict()
 
-    def __call__(self, products: Sequence[Product], image_vectors: np.ndarray) -> np.ndarray:
-        texts = [p.title.strip() or p.main_category.strip() for p in products]
+    def __call__(
+        self,
+        products: Sequence[Product],
+        image_vectors: np.ndarray,
+        errors: dict[int, Exception] | None = None,
+    ) -> np.ndarray:
+        texts = [model_text(p.title) or model_text(p.main_category) for p in products]
         missing = list(dict.fromkeys(t for t in texts if t and t not in self._cache))
-        if missing:
-            self._embed(missing)
+        failed = self._embed(missing) if missing else {}
         out = np.empty_like(image_vectors)
         for i, text in enumerate(texts):
             vec = self._cache.get(text) if text else None
             out[i] = image_vectors[i] if vec is None else vec
-            if text:
+            if text in failed and errors is not None:
+                errors[i] = failed[text]
+            if text in self._cache:
                 self._cache.move_to_end(text)
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
         return out
 
-    def _embed(self, texts: list[str]) -> None:
-        """Cache the vectors of `texts`; a text the encoder refuses (no tokens) caches None (image fallback)."""
-        try:
-            vectors: list[np.ndarray | None] = list(self.encoder.encode_texts(texts))
-        except InvalidTextError:
-            # One unusable title must not sink the batch: embed one by one and skip the refused ones.
-            vectors = []
-            for text in texts:
-                try:
-                    vectors.append(self.encoder.encode_texts([text])[0])
-                except InvalidTextError as e:
-                    log.info("title vector falls back to the image vector: %s", e)
-                    vectors.append(None)
-        for text, vec in zip(texts, vectors, strict=True):
-            self._cache[text] = None if vec is None else np.asarray(vec, dtype=np.float32)
+    def _embed(self, texts: list[str]) -> dict[str, Exception]:
+        """Cache the vectors of `texts`; returns the texts the encoder raised on (other than "no tokens")."""
+        done, failed = run_isolated(lambda chunk: list(self.encoder.encode_texts(chunk)), texts)
+        for chunk, vectors in done:
+            for text, vec in zip(chunk, vectors, strict=True):
+                self._cache[text] = np.asarray(vec, dtype=np.float32)
+        errors: dict[str, Exception] = {}
+        for text, err in failed:
+            if isinstance(err, InvalidTextError):
+                log.info("title vector falls back to the image vector: %s", err)
+                self._cache[text] = None
+            else:
+                errors[text] = err
+        return errors
 
 
-__all__ = ["TEXT_CACHE_SIZE", "TitleVectors", "failure_where", "prepare_image"]
+__all__ = ["TEXT_CACHE_SIZE", "Ready", "TitleVectors", "failure_where", "prepare_image", "prepare_product"]

@@ -1,8 +1,15 @@
 """Map one Amazon Reviews 2023 metadata record to `Product`s: deterministic ids, lenient number parsing, bounded meta.
 
-Entry point: `products_from_record(record, where=..., base_dir=..., on_error=...)`, used by every record source
-(jsonl, parquet, the hub). Ids are `"<parent_asin>:<i>"`, `i` being the image's position in the record's
-`images` list, so they are stable as long as the source keeps its image order.
+Entry point: `products_from_record(record, where=..., base_dir=..., roots=...)`, used by every record source
+(jsonl, parquet, the hub): one `Product` per usable image, or a `Failure` for an image entry that cannot be used.
+Ids are `"<parent_asin>:<i>"`, `i` being the image's position in the record's `images` list, so they are stable
+as long as the source keeps its image order.
+
+Strings are stored as given but made valid (`sanitize.valid_text`: lone surrogates -> U+FFFD, NUL removed);
+whitespace is only normalised later, for the model's input. Numbers are parsed leniently: NaN, infinities,
+negative prices and numbers too large for a float become "unknown". `meta` is made JSON-safe the same way.
+Local image paths resolve against the catalogue's folder and, when `roots` is given, must stay under one of those
+folders after following symlinks (`media.decode.confine`).
 """
 
 from __future__ import annotations
@@ -15,7 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mmsearch.media.fetch import is_url
+from mmsearch.errors import InvalidImageError
+from mmsearch.indexer.boundary import Failure
+from mmsearch.media.decode import confine
+from mmsearch.media.fetch import is_url, url_scheme
+from mmsearch.sanitize import redact_url, valid_text
 from mmsearch.types import Product
 
 MAX_ID_LENGTH = 512  # bytes; the store's VARCHAR primary key limit
@@ -25,6 +36,7 @@ IMAGE_KEYS = ("large", "hi_res", "thumb")
 _MAPPED_KEYS = frozenset(
     {"parent_asin", "title", "main_category", "price", "average_rating", "rating_number", "images"}
 )
+_INT64 = 2**63 - 1
 _PRICE_RE = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")
 
 # on_error(id, where, reason): called for a bad record or image entry instead of raising.
@@ -46,20 +58,27 @@ def parse_price(value: Any) -> float | None:
     """`12.99`, `"$12.99"`, `"1,299.00"`, `"from $5 - $9"` (first number) -> float; `None`/`"None"`/`"—"` -> None."""
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) and value >= 0 else None
-    if isinstance(value, str):
-        m = _PRICE_RE.search(value)
-        return float(m.group(0).replace(",", "")) if m else None
-    return None
+    try:
+        if isinstance(value, int | float):
+            number = float(value)
+        elif isinstance(value, str):
+            m = _PRICE_RE.search(value[:200])
+            if not m:
+                return None
+            number = float(m.group(0).replace(",", ""))
+        else:
+            return None
+    except OverflowError:  # an integer beyond float range
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 def _parse_float(value: Any, lo: float, hi: float) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
     try:
-        x = float(str(value).replace(",", "")) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError):
+        x = float(value[:100].replace(",", "")) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError, OverflowError):
         return None
     return x if math.isfinite(x) and lo <= x <= hi else None
 
@@ -70,14 +89,32 @@ def _parse_count(value: Any) -> int | None:
 
 
 def _text(value: Any) -> str:
+    """The value as given, made valid text; non-strings (a number as a title) by their str()."""
     if value is None:
         return ""
-    return " ".join(str(value).split())
+    return valid_text(value if isinstance(value, str) else str(value))
+
+
+def _json_safe(value: Any) -> Any:
+    """A copy that Milvus' JSON field accepts: valid strings, finite floats, int64 ints, str() for the rest."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return valid_text(value)
+    if isinstance(value, int):
+        return value if -_INT64 - 1 <= value <= _INT64 else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {valid_text(str(k)): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return valid_text(str(value))
 
 
 def _bounded_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """JSON-safe copy of `meta` under MAX_META_BYTES: the largest fields go first, named in `_dropped`."""
-    safe = json.loads(json.dumps(meta, default=str, ensure_ascii=False))
+    safe = _json_safe(meta)
     sizes = {k: len(json.dumps(v, ensure_ascii=False)) for k, v in safe.items()}
     dropped: list[str] = []
     while safe and len(json.dumps(safe, ensure_ascii=False).encode("utf-8")) > MAX_META_BYTES:
@@ -123,16 +160,34 @@ def _pick_ref(entry: Any) -> tuple[str | None, str]:
     return None, ""
 
 
-def _resolve(ref: str, base_dir: Path | None) -> str | None:
-    if is_url(ref):
-        return ref
+def _resolve(ref: str, base_dir: Path | None, roots: list[Path] | None) -> str | None:
+    """A URL as is; a local path made absolute (against `base_dir`) and confined to `roots` when given.
+
+    Returns None for a relative path without a base folder. Raises `InvalidImageError` (or `ValueError` for a
+    path the OS cannot represent, e.g. with a NUL) for a path that may not be read.
+    """
+    scheme = url_scheme(ref)
+    if is_url(ref) or (scheme is not None and scheme != "file"):
+        return ref  # other schemes (data:, ftp:) are refused by the fetcher, with the stage "resolve"
     path = ref[len("file://") :] if ref.startswith("file://") else ref
-    p = Path(path).expanduser()
+    if "\x00" in path:
+        raise InvalidImageError(f"{redact_url(ref)}: path contains a NUL character")
+    p = Path(path)
     if not p.is_absolute():
         if base_dir is None:
             return None
         p = base_dir / p
+    if roots is not None:
+        return str(confine(p, roots))
     return str(p.resolve())
+
+
+def _without_userinfo(ref: str) -> str:
+    if not is_url(ref):
+        return ref
+    scheme, _, rest = ref.partition("://")
+    netloc, sep, tail = rest.partition("/")
+    return f"{scheme}://{netloc.rpartition('@')[2]}{sep}{tail}"
 
 
 def products_from_record(
@@ -140,18 +195,31 @@ def products_from_record(
     *,
     where: str,
     base_dir: Path | None,
-    on_error: ErrorHandler,
     max_images: int | None = None,
-) -> list[Product]:
-    """Map one metadata record to one `Product` per usable image. Raises `RecordError` for an unusable record."""
+    roots: list[Path] | None = None,
+) -> list[Product | Failure]:
+    """Map one metadata record to one `Product` per usable image, and a `Failure` per unusable image entry.
+
+    Args:
+        record: the parsed JSON object (or parquet row).
+        where: `file:line`, for failure entries.
+        base_dir: the folder relative image paths resolve against (None: relative paths are refused).
+        max_images: keep at most this many images of the record.
+        roots: folders local images must resolve under (None: no confinement).
+
+    Raises:
+        RecordError: the record as a whole is unusable (not an object, no parent_asin, no images).
+    """
     if not isinstance(record, dict):
         raise RecordError(f"expected a JSON object, got {type(record).__name__}")
     raw_asin = record.get("parent_asin")
     if raw_asin is None or not str(raw_asin).strip():
         raise RecordError("missing parent_asin")
-    if not isinstance(raw_asin, str | int):
+    if isinstance(raw_asin, bool) or not isinstance(raw_asin, str | int):
         raise RecordError(f"parent_asin must be a string, got {type(raw_asin).__name__}")
-    asin = str(raw_asin).strip()
+    asin = valid_text(str(raw_asin).strip())
+    if not asin:
+        raise RecordError("parent_asin has no valid characters")
     entries = _image_entries(record.get("images"))
     if not entries:
         raise RecordError(f"product {asin!r} has no images")
@@ -169,23 +237,30 @@ def products_from_record(
         "rating_number": _parse_count(record.get("rating_number")),
         "parent_asin": asin,
     }
-    out = []
+    out: list[Product | Failure] = []
+    kept = 0
     for index, entry in entries:
-        if max_images is not None and len(out) >= max_images:
+        if max_images is not None and kept >= max_images:
             break
         pid = make_id(asin, str(index))
         ref, variant = _pick_ref(entry)
         if ref is None:
-            on_error(
-                pid, where, f"image {index} of {asin!r} has no usable reference ({', '.join(IMAGE_KEYS)})"
-            )
+            reason = f"image {index} of {asin!r} has no usable reference ({', '.join(IMAGE_KEYS)})"
+            out.append(Failure.of("validate", pid, where, reason))
             continue
-        resolved = _resolve(ref, base_dir)
+        try:
+            resolved = _resolve(ref, base_dir, roots)
+        except (InvalidImageError, ValueError, OSError) as e:
+            out.append(Failure.of("resolve", pid, where, e))
+            continue
         if resolved is None:
-            on_error(pid, where, f"image {index} of {asin!r}: {ref!r} is neither a URL nor an absolute path")
+            reason = f"image {index} of {asin!r}: {redact_url(ref)!r} is neither a URL nor an absolute path"
+            out.append(Failure.of("resolve", pid, where, reason))
             continue
         meta = _bounded_meta({**base_meta, "image_index": index, "image_variant": variant})
-        out.append(Product(id=pid, image=resolved, image_url=resolved, meta=meta, **common))
+        shown = _without_userinfo(resolved)  # stored and shown to API users: never a password
+        out.append(Product(id=pid, image=resolved, image_url=shown, meta=meta, **common))
+        kept += 1
     return out
 
 

@@ -7,21 +7,27 @@ Ids are deterministic, so re-indexing is an idempotent upsert:
 - metadata records: `"<parent_asin>:<i>"`, `i` being the image's position in the record's `images` list;
 - image folders and tarballs: `"file:<path relative to the folder>"` (`"bootcamp:<name>"` for the bootcamp subset).
 An id longer than 512 bytes keeps its prefix and replaces the rest by its SHA-1 (`records.make_id`).
+
+`Source.stream()` yields `Product`s and, in stream order, a `boundary.Failure` for each line or image entry that
+cannot be read, parsed, validated or resolved; `Source.products(on_error)` is the same stream with failures handed
+to a callback. Local image paths must resolve (symlinks followed) under `allowed_roots`: the catalogue's own
+folder plus any `allow_paths` (`--allow-path`).
 """
 
 from __future__ import annotations
 
 import gzip
-import io
-import json
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from mmsearch.errors import DataSourceError
 from mmsearch.indexer.bootcamp import BOOTCAMP_URL, bootcamp_images_dir, extract_tarball
+from mmsearch.indexer.boundary import Failure, allowed_roots
+from mmsearch.indexer.jsonl import read_jsonl
 from mmsearch.indexer.records import (
     ErrorHandler,
     RecordError,
@@ -29,6 +35,8 @@ from mmsearch.indexer.records import (
     products_from_record,
 )
 from mmsearch.types import Product
+
+RawRecords = Iterator[tuple[str, Any, Failure | None]]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 HUB_REPO = "McAuley-Lab/Amazon-Reviews-2023"
@@ -43,33 +51,59 @@ HUB_CATEGORIES = (
 )  # fmt: skip
 
 
-class Source(ABC):
-    """An iterable of `Product`s. `total` is the number of products when known cheaply (for the ETA), else None."""
+class Source(ABC):  # noqa: B024 (subclasses override _products or _items; RecordSource adds an abstract one)
+    """An iterable of `Product`s. `total` is the number of products when known cheaply (for the ETA), else None.
+
+    `allowed_roots`: the folders local image paths may resolve under (None: any path, for sources whose paths
+    are built from a listing of one folder, which also sets them).
+    """
 
     name: str = "source"
     total: int | None = None
+    allowed_roots: list[Path] | None = None
 
     def __init__(self, *, limit: int | None = None):
         if limit is not None and limit < 1:
             raise DataSourceError(f"limit must be a positive number of images, got {limit}")
         self.limit = limit
 
-    @abstractmethod
-    def _products(self, on_error: ErrorHandler) -> Iterator[Product]: ...
+    def _products(self, on_error: ErrorHandler) -> Iterator[Product]:
+        """Products, reporting bad entries to `on_error(id, where, reason)`; override this or `_items`."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither _products nor _items")
+
+    def _items(self) -> Iterator[Product | Failure]:
+        pending: deque[Failure] = deque()
+
+        def on_error(id: str, where: str, reason: str) -> None:
+            pending.append(Failure.of("validate", id, where, reason))
+
+        for product in self._products(on_error):
+            while pending:
+                yield pending.popleft()
+            yield product
+        yield from pending
 
     def prepare(self) -> None:  # noqa: B027 (an optional hook, deliberately a no-op by default)
         """Do the slow or failure-prone setup now (network), before the caller loads models. Default: nothing."""
 
+    def stream(self) -> Iterator[Product | Failure]:
+        """Products (at most `limit`) and the failures met on the way, in stream order."""
+        n = 0
+        for item in self._items():
+            yield item
+            if isinstance(item, Product):
+                n += 1
+                if self.limit is not None and n >= self.limit:
+                    return
+
     def products(self, on_error: ErrorHandler | None = None) -> Iterator[Product]:
         """Yield products, at most `limit`. Without `on_error` a bad record raises `DataSourceError`."""
         handler = on_error or _raise
-        if self.limit is None:
-            yield from self._products(handler)
-            return
-        for n, product in enumerate(self._products(handler), start=1):
-            yield product
-            if n >= self.limit:
-                return
+        for item in self.stream():
+            if isinstance(item, Failure):
+                handler(item.id, item.where, item.reason)
+            else:
+                yield item
 
     def __iter__(self) -> Iterator[Product]:
         return self.products()
@@ -83,72 +117,85 @@ def _raise(id: str, where: str, reason: str) -> None:
 
 
 class RecordSource(Source):
-    """Products from an iterable of (where, record-or-error) pairs; the subclasses supply the records."""
+    """Products from an iterable of (where, record-or-failure) triples; the subclasses supply the records."""
 
     base_dir: Path | None = None
 
-    def __init__(self, *, limit: int | None = None, max_images_per_product: int | None = None):
+    def __init__(
+        self,
+        *,
+        limit: int | None = None,
+        max_images_per_product: int | None = None,
+        allow_paths: Sequence[str | Path] = (),
+    ):
         super().__init__(limit=limit)
         self.max_images = max_images_per_product
         self.total = limit
+        self.allow_paths = [Path(p) for p in allow_paths]
+        self.allowed_roots = allowed_roots(self.base_dir, self.allow_paths)
 
     @abstractmethod
-    def _records(self) -> Iterator[tuple[str, Any, str | None]]:
-        """Yield (where, record, parse_error); record is None when parse_error is set."""
+    def _records(self) -> RawRecords:
+        """Yield (where, record, failure); record is None when failure is set."""
 
-    def _products(self, on_error: ErrorHandler) -> Iterator[Product]:
-        for where, record, parse_error in self._records():
-            if parse_error is not None:
-                on_error("", where, parse_error)
+    def _items(self) -> Iterator[Product | Failure]:
+        for where, record, failure in self._records():
+            if failure is not None:
+                yield failure
                 continue
-            try:
-                found = products_from_record(
-                    record, where=where, base_dir=self.base_dir, on_error=on_error, max_images=self.max_images
-                )
-            except RecordError as e:
-                asin = record.get("parent_asin") if isinstance(record, dict) else None
-                on_error(str(asin or ""), where, str(e))
-                continue
-            yield from found
+            yield from record_items(
+                record,
+                where=where,
+                base_dir=self.base_dir,
+                max_images=self.max_images,
+                roots=self.allowed_roots,
+            )
 
 
-def _json_lines(fh: Iterable[str], name: str) -> Iterator[tuple[str, Any, str | None]]:
-    for lineno, line in enumerate(fh, start=1):
-        if not line.strip():
-            continue
-        where = f"{name}:{lineno}"
-        try:
-            yield where, json.loads(line), None
-        except json.JSONDecodeError as e:
-            yield where, None, f"invalid JSON ({e.msg} at column {e.colno})"
+def record_items(
+    record: Any, *, where: str, base_dir: Path | None, max_images: int | None, roots: list[Path] | None
+) -> list[Product | Failure]:
+    """`products_from_record` inside the fault boundary: any error is this record's "validate" failure."""
+    try:
+        return products_from_record(
+            record, where=where, base_dir=base_dir, max_images=max_images, roots=roots
+        )
+    except Exception as e:  # the boundary: an unexpected shape must not end the run
+        asin = record.get("parent_asin") if isinstance(record, dict) else None
+        asin = asin if isinstance(asin, str | int) and not isinstance(asin, bool) else ""
+        return [Failure.of("validate", str(asin), where, e if not isinstance(e, RecordError) else str(e))]
 
 
 class LocalFileSource(RecordSource):
     """A record source read from one local file; relative image paths resolve against its folder."""
 
     def __init__(self, path: str | Path, **kwargs: Any):
-        super().__init__(**kwargs)
         self.path = Path(path)
         self.name = str(path)
         self.base_dir = self.path.resolve().parent
+        super().__init__(**kwargs)
 
 
 class JsonlSource(LocalFileSource):
-    """A local `.jsonl` / `.jsonl.gz` file in the Amazon Reviews 2023 metadata schema."""
+    """A local `.jsonl` / `.jsonl.gz` file in the Amazon Reviews 2023 metadata schema, read as bytes."""
 
-    def _records(self) -> Iterator[tuple[str, Any, str | None]]:
+    def _records(self) -> RawRecords:
+        opener: Callable[..., IO[bytes]] = gzip.open if self.path.suffix == ".gz" else open
         try:
-            opener = gzip.open if self.path.suffix == ".gz" else open
-            with opener(self.path, "rt", encoding="utf-8") as fh:
-                yield from _json_lines(fh, self.name)
-        except (OSError, UnicodeDecodeError, EOFError) as e:
-            raise DataSourceError(f"{self.name}: cannot read ({e})") from e
+            fh = opener(self.path, "rb")
+        except OSError as e:
+            raise DataSourceError(f"{self.name}: cannot read ({e.strerror or e})") from e
+        with fh:
+            try:
+                yield from read_jsonl(fh, self.name)
+            except (OSError, EOFError) as e:  # a truncated gzip, a disk error: nothing after this is readable
+                raise DataSourceError(f"{self.name}: cannot read further ({e})") from e
 
 
 class ParquetSource(LocalFileSource):
     """A local `.parquet` file with the same columns; rows are read in batches."""
 
-    def _records(self) -> Iterator[tuple[str, Any, str | None]]:
+    def _records(self) -> RawRecords:
         try:
             import pyarrow.parquet as pq
         except ImportError as e:
@@ -168,7 +215,8 @@ class HubSource(RecordSource):
     """One category's raw metadata jsonl from the hub dataset `McAuley-Lab/Amazon-Reviews-2023`.
 
     With a limit the file is streamed and reading stops early; without one it is downloaded to the HF cache
-    once (the files are large: hundreds of MB to GB), so a resumed run does not fetch it again.
+    once (the files are large: hundreds of MB to GB), so a resumed run does not fetch it again. Its records
+    have no folder: local image paths are allowed only under `allow_paths`.
     """
 
     def __init__(self, category: str, **kwargs: Any):
@@ -213,13 +261,12 @@ class HubSource(RecordSource):
         finally:
             hub_log.setLevel(level)
 
-    def _records(self) -> Iterator[tuple[str, Any, str | None]]:
+    def _records(self) -> RawRecords:
         raw, self._handle = (self._handle or self._open()), None
         with raw:
-            text = io.TextIOWrapper(raw, encoding="utf-8")
             try:
-                yield from _json_lines(text, self.name)
-            except (OSError, UnicodeDecodeError) as e:
+                yield from read_jsonl(raw, self.name)
+            except OSError as e:
                 raise DataSourceError(f"{self.name}: reading failed ({e})") from e
 
 
@@ -243,6 +290,7 @@ class ImageFolderSource(Source):
         if not self.root.is_dir():
             raise DataSourceError(f"{self.root}: not a folder of images")
         self.name = str(root)
+        self.allowed_roots = [self.root]
         self.id_prefix = id_prefix
         self.extra_meta = dict(extra_meta or {})
         skip = set(exclude)
@@ -297,10 +345,21 @@ def open_source(
     cache_dir: str | Path,
     limit: int | None = None,
     max_images_per_product: int | None = None,
+    allow_paths: Sequence[str | Path] = (),
 ) -> Source:
-    """Build the source named by `spec` (see the module docstring). Raises `DataSourceError` for a bad spec."""
+    """Build the source named by `spec` (see the module docstring). Raises `DataSourceError` for a bad spec.
+
+    `allow_paths`: folders beyond the catalogue's own that local image paths in metadata records may resolve to.
+    """
     cache = Path(cache_dir)
-    record_kwargs = {"limit": limit, "max_images_per_product": max_images_per_product}
+    for folder in allow_paths:
+        if not Path(folder).is_dir():
+            raise DataSourceError(f"--allow-path {folder}: not a folder")
+    record_kwargs = {
+        "limit": limit,
+        "max_images_per_product": max_images_per_product,
+        "allow_paths": allow_paths,
+    }
     if spec == "bootcamp":
         return bootcamp_source(None, cache_dir=cache, limit=limit)
     if spec.startswith("bootcamp:"):
@@ -341,4 +400,5 @@ __all__ = [
     "Source",
     "bootcamp_source",
     "open_source",
+    "record_items",
 ]

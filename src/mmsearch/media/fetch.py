@@ -28,7 +28,13 @@ import httpx
 from PIL import Image
 
 from mmsearch.errors import ConfigError, ImageTooLargeError, InvalidImageError
-from mmsearch.media.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, confine, open_image, read_regular_file
+from mmsearch.media.decode import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    confine,
+    open_image,
+    read_regular_file,
+)
 from mmsearch.sanitize import redact, redact_url
 
 T = TypeVar("T")

@@ -6,6 +6,7 @@ Entry point: `run_index(settings, source="bootcamp", limit=...) -> IndexReport`;
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ def run_index(
     text_vectors: bool = True,
     progress: bool = True,
     encoder: Any = None,
+    allow_paths: Sequence[str | Path] = (),
 ) -> IndexReport:
     """Index `source` into `settings.collection` at `settings.milvus_uri`.
 
@@ -48,9 +50,14 @@ def run_index(
         batch_size: images per encode/upsert (default `settings.encode_batch_size`).
         workers: concurrent fetch/decode threads.
         encoder: an already built encoder (benchmarks, tests); default: built from `settings`.
+        allow_paths: folders, beyond the catalogue's own, that local image paths may resolve to.
     """
     src = open_source(
-        source, cache_dir=settings.cache_dir, limit=limit, max_images_per_product=max_images_per_product
+        source,
+        cache_dir=settings.cache_dir,
+        limit=limit,
+        max_images_per_product=max_images_per_product,
+        allow_paths=allow_paths,
     )
     src.prepare()  # a missing file or an offline hub fails here, before the model loads
     if settings.smoke:
@@ -59,7 +66,7 @@ def run_index(
     log_path = Path(failure_log) if failure_log is not None else default_failure_log(settings)
     with (
         build_store(settings) as store,
-        ImageFetcher.from_settings(settings, max_workers=workers) as fetcher,
+        ImageFetcher.from_settings(settings, max_workers=workers, allowed_roots=src.allowed_roots) as fetcher,
         FailureLog(log_path) as failures,
     ):
         job = IndexJob(
