@@ -28,7 +28,9 @@ the same code serves (Milvus 2.3.5 on loopback: see the --uri runs).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import shutil
 import sys
@@ -105,16 +107,40 @@ def percentiles(ms: list[float]) -> dict[str, float]:
     }
 
 
-def run_queries(store, queries, truth, k, filters=None) -> dict[str, float]:
+def run_queries(store, queries, truth, k, filters=None, consistency=None) -> dict[str, float]:
     times, recalls = [], []
     for q, expected in zip(queries, truth, strict=True):
         t = time.perf_counter()
-        hits = store.search(q, k=k, filters=filters)
+        hits = store.search(q, k=k, filters=filters, consistency=consistency)
         times.append((time.perf_counter() - t) * 1e3)
         got = {int(h.id[1:10]) for h in hits}
         if expected:
             recalls.append(len(got & expected) / len(expected))
     return {**percentiles(times), f"recall@{k}": round(float(np.mean(recalls)), 4)}
+
+
+def batch_vs_single(store, queries: np.ndarray, k: int, nq: int, repeats: int) -> dict[str, float]:
+    """Seconds for `nq` queries as one `search_batch` call vs `nq` single `search` calls, interleaved."""
+    batch_s, single_s = [], []
+    for r in range(repeats):
+        block = queries[(r * nq) % len(queries) :][:nq]
+        if len(block) < nq:
+            block = queries[:nq]
+        t = time.perf_counter()
+        store.search_batch(block, k=k)
+        batch_s.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        for q in block:
+            store.search(q, k=k)
+        single_s.append(time.perf_counter() - t)
+    b, s = float(np.median(batch_s)), float(np.median(single_s))
+    return {
+        "nq": nq,
+        "repeats": repeats,
+        "batch_call_ms": round(b * 1e3, 2),
+        "single_calls_ms": round(s * 1e3, 2),
+        "speedup": round(s / b, 2),
+    }
 
 
 def log(msg: str) -> None:
@@ -133,6 +159,8 @@ def bench(
     build_only: bool,
     server_uri: str | None = None,
     ef_sweep: tuple[int, ...] = (),
+    consistency: tuple[str, ...] = (),
+    batch_nq: int = 0,
 ) -> dict:
     """Build (or reuse, if `workdir` already holds it) a collection of `rows` products, then query it."""
     rng = np.random.default_rng(0)
@@ -196,7 +224,16 @@ def bench(
 
     truth = exact_top_k(base, queries, k)
     out["search"] = run_queries(store, queries, truth, k)
+    out["search"]["consistency"] = store.consistency
     log(f"search {out['search']}")
+    if consistency:
+        out["by_consistency"] = {}
+        for level in consistency:
+            out["by_consistency"][level] = run_queries(store, queries, truth, k, consistency=level)
+            log(f"consistency {level}: {out['by_consistency'][level]}")
+    if batch_nq:
+        out["batch_vs_single"] = batch_vs_single(store, queries, k, batch_nq, repeats=5)
+        log(f"batch vs single: {out['batch_vs_single']}")
     if index == "HNSW" and ef_sweep:
         default = store.index
         out["ef_sweep"] = {}
@@ -241,7 +278,39 @@ def main() -> None:
     ap.add_argument("--ef", type=int, nargs="*", default=[], help="HNSW: also measure these search ef values")
     ap.add_argument("--uri", default=None, help="a Milvus server (http://host:port) instead of Milvus Lite")
     ap.add_argument("--build-only", action="store_true", help="upsert and stop (use with --workdir)")
+    ap.add_argument(
+        "--start-server",
+        action="store_true",
+        help="start a loopback Milvus 2.3.5 server (`pip install milvus`) for this run, as the tests do",
+    )
+    ap.add_argument(
+        "--consistency",
+        nargs="*",
+        default=[],
+        choices=["Strong", "Session", "Bounded", "Eventually"],
+        help="also measure unfiltered search at these read consistency levels",
+    )
+    ap.add_argument("--batch-nq", type=int, default=0, help="also time one nq-query call vs nq single calls")
     args = ap.parse_args()
+    with contextlib.ExitStack() as stack:
+        if args.start_server:
+            if args.uri:
+                raise SystemExit("--start-server and --uri exclude each other")
+            args.uri = stack.enter_context(loopback_server()).uri
+            log(f"started Milvus on {args.uri}")
+        _run(args)
+
+
+def loopback_server():
+    """The test suite's loopback Milvus server (tests/conftest.py), started in a temporary directory."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from conftest import run_milvus_server
+
+    return run_milvus_server(Path(tempfile.mkdtemp(prefix="mmsearch-milvus-")))
+
+
+def _run(args: argparse.Namespace) -> None:
+    load_start = os.getloadavg()
 
     import pymilvus
 
@@ -254,7 +323,8 @@ def main() -> None:
     report = {
         "benchmark": "milvus_store",
         "store": args.uri or "milvus-lite",
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "loadavg_start": [round(x, 2) for x in load_start],
         "milvus_lite": lite_version,
         "pymilvus": pymilvus.__version__,
         "runs": [],
@@ -268,6 +338,7 @@ def main() -> None:
                 run = bench(
                     rows, index, dim=args.dim, n_queries=args.queries, k=args.k,
                     text_vector=not args.no_text_vector, workdir=workdir, build_only=args.build_only, server_uri=args.uri, ef_sweep=tuple(args.ef),
+                    consistency=tuple(args.consistency), batch_nq=args.batch_nq,
                 )  # fmt: skip
                 run["wall_s"] = round(time.perf_counter() - t, 1)
                 report["runs"].append(run)
@@ -275,6 +346,7 @@ def main() -> None:
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
+    report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     text = json.dumps(report, indent=2)
     if args.out:
         args.out.write_text(text + "\n")

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from mmsearch.api.dependencies import PipelineDep, SearchService, ServiceDep, SettingsDep
 from mmsearch.api.errors import ImageUnavailableError, ProductNotFoundError
 from mmsearch.api.forms import SEARCH_FORM_SCHEMA, read_search_form
-from mmsearch.pipelines import SearchRequest, SearchResult
+from mmsearch.pipelines import SearchResult
 
 router = APIRouter()
 
@@ -47,22 +47,12 @@ def thumbnail_url(product_id: str) -> str:
     return "/images?id=" + quote(product_id, safe="")
 
 
-def search_response(result: SearchResult, request: SearchRequest) -> dict[str, Any]:
-    """`SearchResult.to_dict()` plus what a client needs to render it: thumbnail URLs and the query echoed."""
+def search_response(result: SearchResult) -> dict[str, Any]:
+    """`SearchResult.to_dict()` for a client: every hit's `image_url` is this server's `/images?id=...` URL
+    (the stored reference may be a path on the server, which never leaves it), and the query is echoed."""
     body = result.to_dict()
     for hit in body["hits"]:
-        hit["thumbnail_url"] = thumbnail_url(hit["id"])
-    filters = request.filters
-    body["query"] = {
-        "has_image": request.image is not None,
-        "instruction": request.instruction,
-        "k": request.k,
-        "mode": request.mode,
-        "weights": list(request.weights),
-        "ranker": request.ranker,
-        "rerank": request.rerank,
-        "filters": None if filters is None else filters.model_dump(exclude_none=True),
-    }
+        hit["image_url"] = hit["thumbnail_url"] = thumbnail_url(hit["id"])
     return body
 
 
@@ -86,7 +76,7 @@ async def search(
     search_request = await read_search_form(request, settings)
     result = await service.worker.run(pipeline.run, search_request)
     service.thumbnails.remember(result.hits)
-    return search_response(result, search_request)
+    return search_response(result)
 
 
 async def _thumbnail(product_id: str, service: SearchService) -> Response:

@@ -7,10 +7,11 @@ then `pipeline.run(SearchRequest(...)) -> SearchResult`.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mmsearch.errors import InvalidQueryError
+from mmsearch.errors import InvalidQueryError, MMSearchError
 from mmsearch.media.decode import ImageSource
 from mmsearch.retriever import Query, Retriever, SearchOptions
 from mmsearch.retriever.retriever import DEFAULT_WEIGHTS
@@ -31,6 +32,22 @@ class SearchRequest:
     rrf_k: int = 60
     rerank: bool = False
 
+    def describe(self) -> dict[str, Any]:
+        """The query as the API and `mmsearch search --json` echo it (the image itself is left out)."""
+        filters = self.filters
+        return {
+            "has_image": self.image is not None,
+            "instruction": self.instruction,
+            "k": self.k,
+            "mode": self.mode,
+            "weights": list(self.weights),
+            "ranker": self.ranker,
+            "rerank": self.rerank,
+            "filters": None
+            if filters is None or getattr(filters, "is_empty", False)
+            else filters.model_dump(exclude_none=True),
+        }
+
 
 @dataclass
 class SearchResult:
@@ -42,6 +59,9 @@ class SearchResult:
     rerank: Any = None  # mmsearch.reranker.RerankResult | None
     timings: dict[str, float] = field(default_factory=dict)
     smoke: bool = False
+    request: SearchRequest | None = None
+    query: Query | None = field(default=None, repr=False)  # with the decoded image, for the reranker
+    batch_size: int = 1  # queries retrieved together with this one
 
     @property
     def rerank_status(self) -> str:
@@ -70,6 +90,7 @@ class SearchResult:
                 "stats": dict(getattr(rr, "stats", {}) or {}),
             },
             "timings": dict(self.timings),
+            "query": None if self.request is None else self.request.describe(),
         }
 
 
@@ -89,8 +110,8 @@ class SearchPipeline:
         reranker = build_reranker(settings) if with_reranker else None
         return cls(Retriever.from_settings(settings), reranker, max_k=settings.max_k, smoke=settings.smoke)
 
-    def run(self, request: SearchRequest) -> SearchResult:
-        t0 = time.perf_counter()
+    def _prepare(self, request: SearchRequest) -> tuple[Query, SearchOptions]:
+        """Validate one request and decode its image (once: it goes to the encoder and the reranker's panel)."""
         if request.rerank and self.reranker is None:
             raise InvalidQueryError("reranking was requested but this pipeline has no reranker loaded")
         options = SearchOptions(
@@ -102,34 +123,86 @@ class SearchPipeline:
             rrf_k=request.rrf_k,
             max_k=self.max_k,
         )
-        # Decode once: the same image goes to the encoder and to the reranker's panel.
         image = None
         if request.image is not None:
             image = self.retriever.query_encoder.load_image(request.image)
-        query = Query(image=image, instruction=request.instruction)
-        retrieved = self.retriever.search(query, options)
-        timings = dict(retrieved.timings)
-        hits = list(retrieved.hits)
-        rerank = None
-        if request.rerank and len(hits) > 1:
-            from mmsearch.reranker.base import RerankQuery
+        return Query(image=image, instruction=request.instruction), options
 
-            t1 = time.perf_counter()
-            rerank = self.reranker.rerank(RerankQuery(image=image, instruction=query.instruction), hits)
-            timings["rerank_ms"] = (time.perf_counter() - t1) * 1e3
-            for key in ("prefill_ms", "decode_ms"):
-                if key in rerank.timings:
-                    timings[f"rerank_{key}"] = rerank.timings[key]
-            hits = list(rerank.hits)
-        timings["total_ms"] = (time.perf_counter() - t0) * 1e3
-        return SearchResult(
-            hits=hits,
-            retrieved=list(retrieved.hits),
-            mode=options.mode,
-            rerank=rerank,
-            timings=timings,
-            smoke=self.smoke,
+    def retrieve_many(self, requests: Sequence[SearchRequest]) -> list[SearchResult | MMSearchError]:
+        """Retrieval (no rerank) for a batch: one encoder pass, one Milvus call per group of equal options.
+
+        A request that is invalid (bad options, unreadable image) gets its error in its slot; the others go on.
+        An error of the batch itself (Milvus down) fills every slot that was searched.
+        """
+        t0 = time.perf_counter()
+        out: list[SearchResult | MMSearchError | None] = [None] * len(requests)
+        ready: list[tuple[int, Query, SearchOptions]] = []
+        for i, request in enumerate(requests):
+            try:
+                ready.append((i, *self._prepare(request)))
+            except MMSearchError as err:
+                out[i] = err
+        if ready:
+            try:
+                found = self.retriever.search_many([q for _, q, _ in ready], [o for _, _, o in ready])
+            except MMSearchError as err:
+                found = [err] * len(ready)
+            total_ms = (time.perf_counter() - t0) * 1e3
+            for (i, query, options), result in zip(ready, found, strict=True):
+                if isinstance(result, MMSearchError):
+                    out[i] = result
+                    continue
+                out[i] = SearchResult(
+                    hits=list(result.hits),
+                    retrieved=list(result.hits),
+                    mode=options.mode,
+                    timings={**result.timings, "total_ms": total_ms},
+                    smoke=self.smoke,
+                    request=requests[i],
+                    query=query,
+                    batch_size=len(ready),
+                )
+        return out  # type: ignore[return-value]  # every slot is filled above
+
+    def rerank(self, result: SearchResult) -> SearchResult:
+        """Rerank a retrieved result in place (the reranker's verdict, timings) and return it."""
+        if self.reranker is None:
+            raise InvalidQueryError("reranking was requested but this pipeline has no reranker loaded")
+        if len(result.hits) <= 1 or result.query is None:
+            return result
+        from mmsearch.reranker.base import RerankQuery
+
+        t1 = time.perf_counter()
+        query = result.query
+        rerank = self.reranker.rerank(
+            RerankQuery(image=query.image, instruction=query.instruction), result.hits
         )
+        result.timings["rerank_ms"] = (time.perf_counter() - t1) * 1e3
+        for key in ("prefill_ms", "decode_ms"):
+            if key in rerank.timings:
+                result.timings[f"rerank_{key}"] = rerank.timings[key]
+        result.timings["total_ms"] = result.timings.get("total_ms", 0.0) + result.timings["rerank_ms"]
+        result.rerank = rerank
+        result.hits = list(rerank.hits)
+        return result
+
+    def run_many(self, requests: Sequence[SearchRequest]) -> list[SearchResult | MMSearchError]:
+        """`retrieve_many`, then a rerank of each result whose request asked for one."""
+        out = self.retrieve_many(requests)
+        for i, (request, result) in enumerate(zip(requests, out, strict=True)):
+            if request.rerank and isinstance(result, SearchResult):
+                try:
+                    out[i] = self.rerank(result)
+                except MMSearchError as err:
+                    out[i] = err
+        return out
+
+    def run(self, request: SearchRequest) -> SearchResult:
+        """One search: retrieve, then rerank if the request asks for it. Raises the request's error."""
+        result = self.run_many([request])[0]
+        if isinstance(result, MMSearchError):
+            raise result
+        return result
 
 
 __all__ = ["SearchPipeline", "SearchRequest", "SearchResult"]

@@ -6,6 +6,7 @@ Entry point: `QueryEncoder(encoder).encode(image=..., instruction=...)`. Image +
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -64,21 +65,41 @@ class QueryEncoder:
 
     def encode(self, query: Query) -> np.ndarray:
         """Joint embedding of the query, shape (dim,)."""
-        if query.image is not None:
-            img = self.load_image(query.image)
-            if query.instruction:
-                vec = self.encoder.encode_multimodal([img], [query.instruction])
-            else:
-                vec = self.encoder.encode_images([img])
-        else:
-            vec = self.encoder.encode_texts([query.instruction])
-        return np.asarray(vec, dtype=np.float32)[0]
+        return self.encode_many([query])[0]
+
+    def encode_many(self, queries: Sequence[Query]) -> np.ndarray:
+        """Joint embeddings of `queries`, shape (n, dim): one encoder call per kind of query present
+        (image + instruction, image only, instruction only), each batched by the encoder."""
+        out = np.empty((len(queries), self.encoder.dim), dtype=np.float32)
+        kinds: dict[str, list[int]] = {"multimodal": [], "image": [], "text": []}
+        for i, q in enumerate(queries):
+            kind = "text" if q.image is None else "multimodal" if q.instruction else "image"
+            kinds[kind].append(i)
+        if kinds["multimodal"]:
+            idx = kinds["multimodal"]
+            images = [self.load_image(queries[i].image) for i in idx]
+            out[idx] = self.encoder.encode_multimodal(images, [queries[i].instruction for i in idx])
+        if kinds["image"]:
+            idx = kinds["image"]
+            out[idx] = self.encoder.encode_images([self.load_image(queries[i].image) for i in idx])
+        if kinds["text"]:
+            idx = kinds["text"]
+            out[idx] = self.encoder.encode_texts([queries[i].instruction for i in idx])
+        return out
 
     def encode_instruction(self, query: Query) -> np.ndarray | None:
         """Text-only embedding of the instruction (matched against product titles), or None without one."""
-        if not query.instruction:
-            return None
-        return np.asarray(self.encoder.encode_texts([query.instruction]), dtype=np.float32)[0]
+        return self.encode_instructions([query])[0]
+
+    def encode_instructions(self, queries: Sequence[Query]) -> list[np.ndarray | None]:
+        """Text-only embeddings of the queries' instructions in one encoder call; None where there is none."""
+        idx = [i for i, q in enumerate(queries) if q.instruction]
+        out: list[np.ndarray | None] = [None] * len(queries)
+        if idx:
+            vectors = np.asarray(self.encoder.encode_texts([queries[i].instruction for i in idx]), np.float32)
+            for row, i in enumerate(idx):
+                out[i] = vectors[row]
+        return out
 
 
 __all__ = ["Encoder", "Query", "QueryEncoder"]

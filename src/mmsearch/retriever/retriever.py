@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -63,15 +64,44 @@ class SearchOptions:
 
 @dataclass
 class RetrievalResult:
-    """Hits in retrieval order plus the time spent embedding and searching."""
+    """Hits in retrieval order plus the time spent embedding and searching.
+
+    For a query searched as part of a batch, the timings are the whole batch's (`batch_size` queries).
+    """
 
     hits: list[Hit]
     mode: str
     timings: dict[str, float] = field(default_factory=dict)  # encode_ms, search_ms
+    batch_size: int = 1
+
+
+@dataclass
+class QueryVectors:
+    """Encoded queries: joint vectors and, when asked for, instruction vectors (the joint one where none)."""
+
+    joint: np.ndarray  # (n, dim)
+    text: np.ndarray | None = None  # (n, dim)
+    encode_ms: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.joint)
+
+
+def _group_key(opts: SearchOptions) -> tuple:
+    filters = opts.filters
+    expr = (
+        filters.to_expr() if hasattr(filters, "to_expr") else repr(filters)
+    )  # the store refuses non-filters
+    if opts.mode == "joint":
+        return ("joint", expr)
+    if opts.mode == "fused":
+        return ("fused", expr, opts.weights)
+    # Hybrid fusion ranks each side's top-k, so a larger k changes the fused order: k is part of the group.
+    return ("weighted", expr, opts.ranker, opts.weights, opts.rrf_k, opts.k)
 
 
 class Retriever:
-    """Embeds queries and searches a `ProductStore`."""
+    """Embeds queries and searches a `ProductStore`, one query or a batch at a time."""
 
     def __init__(
         self,
@@ -100,39 +130,92 @@ class Retriever:
 
     def search(self, query: Query, options: SearchOptions | None = None) -> RetrievalResult:
         """Return the top-k hits for `query` under `options` (default: joint mode, k=10)."""
-        opts = options or SearchOptions()
-        t0 = time.perf_counter()
-        joint = self.query_encoder.encode(query)
-        text_q = None
-        if opts.mode != "joint":
-            text_q = self.query_encoder.encode_instruction(query)
-            if text_q is None:
-                text_q = joint
-        t1 = time.perf_counter()
-        if opts.mode == "joint":
-            hits = self.store.search(joint, k=opts.k, filters=opts.filters)
-        elif opts.mode == "weighted":
-            hits = self.store.hybrid_search(
-                joint,
-                text_q,
-                k=opts.k,
-                filters=opts.filters,
-                ranker=opts.ranker,
-                weights=opts.weights,
-                rrf_k=opts.rrf_k,
+        return self.search_many([query], [options or SearchOptions()])[0]
+
+    def search_many(
+        self, queries: Sequence[Query], options: Sequence[SearchOptions]
+    ) -> list[RetrievalResult]:
+        """`search` for a batch: queries encoded in one pass, then one Milvus call per group of equal options."""
+        if len(queries) != len(options):
+            raise InvalidQueryError(
+                f"got {len(queries)} queries and {len(options)} options; expected one each"
             )
-        else:
-            w_img, w_txt = opts.weights
-            fused = w_img * joint + w_txt * text_q  # (dim,)
-            norm = float(np.linalg.norm(fused))
-            fused = joint if norm == 0.0 else (fused / norm).astype(np.float32)
-            hits = self.store.search(fused, k=opts.k, filters=opts.filters)
-        t2 = time.perf_counter()
-        return RetrievalResult(
-            hits=list(hits),
-            mode=opts.mode,
-            timings={"encode_ms": (t1 - t0) * 1e3, "search_ms": (t2 - t1) * 1e3},
-        )
+        vectors = self.encode(queries, with_text=any(o.mode != "joint" for o in options))
+        return self.search_vectors(vectors, options)
+
+    def encode(self, queries: Sequence[Query], *, with_text: bool = True) -> QueryVectors:
+        """Joint vectors for `queries` and, if `with_text`, their instruction vectors (the eval harness encodes
+        once per run and searches every mode from these)."""
+        t0 = time.perf_counter()
+        joint = self.query_encoder.encode_many(queries)
+        text = None
+        if with_text:
+            text = joint.copy()
+            for i, vec in enumerate(self.query_encoder.encode_instructions(queries)):
+                if vec is not None:
+                    text[i] = vec
+        return QueryVectors(joint, text, (time.perf_counter() - t0) * 1e3)
+
+    def search_vectors(
+        self, vectors: QueryVectors, options: Sequence[SearchOptions]
+    ) -> list[RetrievalResult]:
+        """Search already encoded queries; queries sharing mode, filters and fusion go in one Milvus call
+        (dense modes with the largest k among them, each cut to its own k; hybrid groups share k too)."""
+        if len(vectors) != len(options):
+            raise InvalidQueryError(f"got {len(vectors)} query vectors and {len(options)} options")
+        groups: dict[tuple, list[int]] = {}
+        for i, opts in enumerate(options):
+            if opts.mode != "joint" and vectors.text is None:
+                raise InvalidQueryError(
+                    f"mode {opts.mode!r} needs instruction vectors; encode with_text=True"
+                )
+            groups.setdefault(_group_key(opts), []).append(i)
+        hits: list[list[Hit]] = [[] for _ in options]
+        t0 = time.perf_counter()
+        for idx in groups.values():
+            first = options[idx[0]]
+            k = max(options[i].k for i in idx)
+            joint = vectors.joint[idx]  # (g, dim)
+            if first.mode == "joint":
+                found = self.store.search_batch(joint, k=k, filters=first.filters)
+            elif first.mode == "weighted":
+                found = self.store.hybrid_search_batch(
+                    joint,
+                    vectors.text[idx],
+                    k=k,
+                    filters=first.filters,
+                    ranker=first.ranker,
+                    weights=first.weights,
+                    rrf_k=first.rrf_k,
+                )
+            else:
+                found = self.store.search_batch(
+                    _fuse(joint, vectors.text[idx], first.weights), k=k, filters=first.filters
+                )
+            for i, per_query in zip(idx, found, strict=True):
+                hits[i] = list(per_query[: options[i].k])
+        search_ms = (time.perf_counter() - t0) * 1e3
+        timings = {"encode_ms": vectors.encode_ms, "search_ms": search_ms}
+        return [
+            RetrievalResult(hits=h, mode=o.mode, timings=dict(timings), batch_size=len(options))
+            for h, o in zip(hits, options, strict=True)
+        ]
 
 
-__all__ = ["DEFAULT_WEIGHTS", "SEARCH_MODES", "RetrievalResult", "Retriever", "SearchMode", "SearchOptions"]
+def _fuse(joint: np.ndarray, text: np.ndarray, weights: tuple[float, float]) -> np.ndarray:
+    """Row-wise w_img * joint + w_txt * text, re-normalised (the joint row where the sum is zero)."""
+    w_img, w_txt = weights
+    fused = w_img * joint + w_txt * text  # (n, dim)
+    norms = np.linalg.norm(fused, axis=1, keepdims=True)  # (n, 1)
+    return np.where(norms > 0, fused / np.where(norms > 0, norms, 1.0), joint).astype(np.float32)
+
+
+__all__ = [
+    "QueryVectors",
+    "DEFAULT_WEIGHTS",
+    "SEARCH_MODES",
+    "RetrievalResult",
+    "Retriever",
+    "SearchMode",
+    "SearchOptions",
+]
