@@ -57,10 +57,19 @@ class MilvusServerHandle:
     log_dir: Path | None = None
 
     @property
+    def version_tuple(self) -> tuple[int, int]:
+        digits = self.version.lstrip("v").split("-")[0].split(".")
+        return tuple(int(d) for d in digits[:2])
+
+    @property
     def supports_multi_vector(self) -> bool:
         """Multi-vector collections and hybrid_search arrived in Milvus 2.4."""
-        digits = self.version.lstrip("v").split("-")[0].split(".")
-        return tuple(int(d) for d in digits[:2]) >= (2, 4)
+        return self.version_tuple >= (2, 4)
+
+    @property
+    def supports_bm25(self) -> bool:
+        """BM25 functions (sparse fields Milvus fills from analysed text) arrived in Milvus 2.5."""
+        return self.version_tuple >= (2, 5)
 
 
 def _log_tail(log_dir: Path, lines: int = 15) -> str:
@@ -194,6 +203,16 @@ class StoreBackend:
         if not self.supports_hybrid:
             pytest.skip(
                 f"Milvus {self.server.version} has no multi-vector collections or hybrid_search (needs >= 2.4)"
+            )
+
+    @property
+    def supports_bm25(self) -> bool:
+        return self.server is None or self.server.supports_bm25
+
+    def skip_without_bm25(self) -> None:
+        if not self.supports_bm25:
+            pytest.skip(
+                f"Milvus {self.server.version} has no BM25 functions (hybrid-bm25 needs Milvus >= 2.5)"
             )
 
     def open(self, **kwargs):

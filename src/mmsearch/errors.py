@@ -133,6 +133,25 @@ class InvalidFilterError(StoreError):
     http_status = 422
 
 
+class FeatureUnavailableError(StoreError):
+    """The Milvus deployment or the collection lacks what a request needs (BM25 on a server < 2.5, a collection
+    indexed before the BM25 title field existed); the message says how to get it."""
+
+    code = "feature_unavailable"
+    http_status = 422
+
+
+class UnknownCategoryError(InvalidFilterError):
+    """A category filter names no stored category; `suggestions` holds the closest existing names."""
+
+    code = "unknown_category"
+    http_status = 422
+
+    def __init__(self, message: str, suggestions: list[str] | None = None):
+        super().__init__(message)
+        self.suggestions = list(suggestions or [])
+
+
 class RerankError(MMSearchError):
     """The reranker could not run at all (as opposed to producing invalid output, which falls back)."""
 
@@ -145,6 +164,7 @@ __all__ = [
     "ConfigError",
     "DataSourceError",
     "EncoderMismatchError",
+    "FeatureUnavailableError",
     "ImageTooLargeError",
     "IndexAbortedError",
     "InvalidFilterError",
@@ -158,5 +178,6 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "StoreUnavailableError",
+    "UnknownCategoryError",
     "UnsupportedModeError",
 ]

@@ -14,7 +14,7 @@ from mmsearch.errors import InvalidQueryError, StoreError
 from mmsearch.store.exact import LITE_MIN_EF, exact_search_if_selective
 from mmsearch.store.filters import ProductFilter
 from mmsearch.store.rows import as_queries, check_k, one_query, row_to_hit
-from mmsearch.store.schema import IMAGE_VECTOR, SCALAR_FIELDS, TEXT_VECTOR, VECTOR_FIELDS
+from mmsearch.store.schema import IMAGE_VECTOR, PRODUCT_KEY, SCALAR_FIELDS, TEXT_VECTOR, VECTOR_FIELDS
 from mmsearch.types import Hit
 
 
@@ -36,12 +36,18 @@ class DenseSearchMixin:
         filters: ProductFilter | None = None,
         field: str = IMAGE_VECTOR,
         consistency: str | None = None,
+        one_per_product: bool = False,
     ) -> list[Hit]:
-        """Top-k products by COSINE similarity of `field` to `vector` (shape (dim,)), best first."""
+        """Top-k products by COSINE similarity of `field` to `vector` (shape (dim,)), best first.
+
+        With `one_per_product`, each product (`grouping.product_key`) takes one slot, its best image.
+        """
         k = check_k(k)
         stamp = self._ready()
         query = one_query("vector", vector, int(stamp.title_dim) if field == TEXT_VECTOR else stamp.dim)
-        return self.search_batch(query, k=k, filters=filters, field=field, consistency=consistency)[0]
+        return self.search_batch(
+            query, k=k, filters=filters, field=field, consistency=consistency, one_per_product=one_per_product
+        )[0]
 
     def search_batch(
         self,
@@ -51,11 +57,12 @@ class DenseSearchMixin:
         filters: ProductFilter | None = None,
         field: str = IMAGE_VECTOR,
         consistency: str | None = None,
+        one_per_product: bool = False,
     ) -> list[list[Hit]]:
         """Top-k hits for each row of `vectors` (shape (nq, dim)) in one Milvus call; one list per query.
 
         All queries share `k`, `filters` and `field`; callers with mixed options group their queries first.
-        `consistency` overrides the store's level for this call.
+        `consistency` overrides the store's level for this call. `one_per_product`: see `search`.
         """
         k = check_k(k)
         if field not in VECTOR_FIELDS:
@@ -70,23 +77,33 @@ class DenseSearchMixin:
             return []
         if expr and not self.is_server and self.index.index_type != "FLAT":
             exact = exact_search_if_selective(
-                lambda e, fields: self._query(e, fields, level), queries, k=k, expr=expr, field=field
+                lambda e, fields: self._query(e, fields, level),
+                queries,
+                k=k,
+                expr=expr,
+                field=field,
+                distinct=one_per_product,
             )
             if exact is not None:
                 return exact
-        with self._call("search"):
-            results = self._client.search(
-                self.collection,
-                data=queries.tolist(),
-                anns_field=field,
-                limit=k,
-                filter=expr,
-                output_fields=list(SCALAR_FIELDS),
-                search_params=self._search_params(k),
-                timeout=self.timeout,
-                consistency_level=level,
-            )
-        return [[row_to_hit(row, row["distance"]) for row in per_query] for per_query in results]
+
+        def run(limit: int, group: bool = False) -> list[list[Hit]]:
+            with self._call("search"):
+                results = self._client.search(
+                    self.collection,
+                    data=queries.tolist(),
+                    anns_field=field,
+                    limit=limit,
+                    filter=expr,
+                    output_fields=list(SCALAR_FIELDS),
+                    search_params=self._search_params(limit),
+                    timeout=self.timeout,
+                    consistency_level=level,
+                    **({"group_by_field": PRODUCT_KEY} if group else {}),
+                )
+            return [[row_to_hit(row, row["distance"]) for row in per_query] for per_query in results]
+
+        return self._distinct(run, k, stamp, hybrid=False) if one_per_product else run(k)
 
     def _search_params(self, k: int) -> dict[str, Any]:
         params = self.index.search_params(k)

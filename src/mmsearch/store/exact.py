@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from mmsearch.store.grouping import one_per_product
 from mmsearch.store.rows import row_to_hit
 from mmsearch.store.schema import ID, SCALAR_FIELDS
 from mmsearch.types import Hit
@@ -27,10 +28,11 @@ QueryFn = Callable[[str, list[str]], list[dict[str, Any]]]
 
 
 def exact_search_if_selective(
-    query: QueryFn, queries: np.ndarray, *, k: int, expr: str, field: str
+    query: QueryFn, queries: np.ndarray, *, k: int, expr: str, field: str, distinct: bool = False
 ) -> list[list[Hit]] | None:
     """Exact top-k per row of `queries` (nq, dim) among rows matching `expr`; None when more than
-    `EXACT_FILTER_MAX_ROWS` match. `query(expr, fields)` runs a Milvus query on the store's collection."""
+    `EXACT_FILTER_MAX_ROWS` match. `query(expr, fields)` runs a Milvus query on the store's collection.
+    `distinct`: one hit per product (its best image), k products."""
     matched = query(expr, ["count(*)"])
     if not matched or int(matched[0]["count(*)"]) > EXACT_FILTER_MAX_ROWS:
         return None
@@ -43,8 +45,9 @@ def exact_search_if_selective(
     sims = (queries @ vectors.T) / np.maximum(np.outer(query_norms, row_norms), 1e-12)  # (nq, m) cosine
     out = []
     for q_sims in sims:
-        order = np.argsort(-q_sims, kind="stable")[:k]
-        out.append([row_to_hit(rows[i], float(q_sims[i])) for i in order])
+        order = np.argsort(-q_sims, kind="stable")
+        hits = [row_to_hit(rows[i], float(q_sims[i])) for i in (order if distinct else order[:k])]
+        out.append(one_per_product(hits, k))
     return out
 
 

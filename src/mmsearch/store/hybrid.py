@@ -7,7 +7,7 @@ Entry point: `ProductStore.hybrid_search(...)` / `.hybrid_search_batch(...)`, wh
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
@@ -16,7 +16,7 @@ from mmsearch.errors import InvalidQueryError, StoreError
 from mmsearch.limits import DEFAULT_RRF_K, MAX_RRF_K
 from mmsearch.store.filters import ProductFilter
 from mmsearch.store.rows import as_queries, check_k, one_query, row_to_hit
-from mmsearch.store.schema import IMAGE_VECTOR, SCALAR_FIELDS, TEXT_VECTOR
+from mmsearch.store.schema import IMAGE_VECTOR, PRODUCT_KEY, SCALAR_FIELDS, TEXT_VECTOR, TITLE_SPARSE
 from mmsearch.types import Hit
 
 
@@ -46,10 +46,12 @@ class HybridSearchMixin:
         weights: tuple[float, float] = (0.7, 0.3),
         rrf_k: int = DEFAULT_RRF_K,
         consistency: str | None = None,
+        one_per_product: bool = False,
     ) -> list[Hit]:
         """Fuse an `image_vector` search and a `text_vector` search in Milvus (needs Milvus >= 2.4 or Lite).
 
         `weighted` scores are w_img * sim_img + w_txt * sim_txt; `rrf` scores are sum of 1 / (rrf_k + rank).
+        `one_per_product`: each product takes one slot, its best image.
         """
         stamp = self._ready()
         images, texts = (
@@ -65,6 +67,7 @@ class HybridSearchMixin:
             weights=weights,
             rrf_k=rrf_k,
             consistency=consistency,
+            one_per_product=one_per_product,
         )[0]
 
     def hybrid_search_batch(
@@ -78,6 +81,7 @@ class HybridSearchMixin:
         weights: tuple[float, float] = (0.7, 0.3),
         rrf_k: int = DEFAULT_RRF_K,
         consistency: str | None = None,
+        one_per_product: bool = False,
     ) -> list[list[Hit]]:
         """`hybrid_search` for nq queries at once (rows of both (nq, dim) arrays pair up), in one Milvus call."""
         stamp = self._ready()
@@ -99,22 +103,47 @@ class HybridSearchMixin:
         level = self._level(consistency)
         if len(image_q) == 0:
             return []
-        params = self._search_params(k)
-        requests = [
-            AnnSearchRequest(data=q.tolist(), anns_field=name, param=params, limit=k, expr=expr or None)
-            for name, q in ((IMAGE_VECTOR, image_q), (TEXT_VECTOR, text_q))
-        ]
-        with self._call("hybrid_search"):
-            results = self._client.hybrid_search(
-                self.collection,
-                requests,
-                fuse,
-                limit=k,
-                output_fields=list(SCALAR_FIELDS),
-                timeout=self.timeout,
-                consistency_level=level,
-            )
-        return [[row_to_hit(row, row["distance"]) for row in per_query] for per_query in results]
+        dense = [(IMAGE_VECTOR, image_q.tolist()), (TEXT_VECTOR, text_q.tolist())]
+        return self._fused(dense, fuse, k, expr, level, stamp, one_per_product)
+
+    def _fused(
+        self,
+        requests: list[tuple[str, list[Any]]],
+        fuse: WeightedRanker | RRFRanker,
+        k: int,
+        expr: str,
+        level: str,
+        stamp,
+        distinct: bool,
+    ) -> list[list[Hit]]:
+        """One Milvus hybrid_search over (field, queries) pairs; the sparse BM25 field gets the BM25 metric."""
+
+        def run(limit: int, group: bool = False) -> list[list[Hit]]:
+            dense_params = self._search_params(limit)
+            anns = [
+                AnnSearchRequest(
+                    data=data,
+                    anns_field=name,
+                    param={"metric_type": "BM25"} if name == TITLE_SPARSE else dense_params,
+                    limit=limit,
+                    expr=expr or None,
+                )
+                for name, data in requests
+            ]
+            with self._call("hybrid_search"):
+                results = self._client.hybrid_search(
+                    self.collection,
+                    anns,
+                    fuse,
+                    limit=limit,
+                    output_fields=list(SCALAR_FIELDS),
+                    timeout=self.timeout,
+                    consistency_level=level,
+                    **({"group_by_field": PRODUCT_KEY} if group else {}),
+                )
+            return [[row_to_hit(row, row["distance"]) for row in per_query] for per_query in results]
+
+        return self._distinct(run, k, stamp, hybrid=True) if distinct else run(k)
 
 
 __all__ = ["HybridSearchMixin", "fusion_ranker"]

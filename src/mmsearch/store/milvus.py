@@ -6,7 +6,8 @@ pymilvus types: vectors go in as numpy arrays, results come out as `mmsearch.typ
 This module holds the connection, the collection's lifecycle and writes; each other job has a module of its own:
 `lite` (lock probing, process-wide reference count), `calls` (error translation), `rows` (row mapping and input
 checks), `lookups` (reads by id), `dense` (search), `exact` (Lite-only exact search under selective filters) and
-`hybrid` (hybrid search).
+`hybrid` (hybrid search), `lexical` (BM25 title fused with the dense vector), `grouping` (one slot per product),
+`features` (what the server can do) and `facets` (categories).
 """
 
 from __future__ import annotations
@@ -24,14 +25,19 @@ from mmsearch.errors import CollectionNotFoundError, EncoderMismatchError, Store
 from mmsearch.store.calls import milvus_call, quiet
 from mmsearch.store.dense import DenseSearchMixin
 from mmsearch.store.exact import EXACT_FILTER_MAX_ROWS
+from mmsearch.store.features import FeaturesMixin, add_bm25_index
+from mmsearch.store.grouping import GroupingMixin
 from mmsearch.store.hybrid import HybridSearchMixin
+from mmsearch.store.lexical import LexicalSearchMixin
 from mmsearch.store.lite import LITE_WRITE_TIMEOUT_S, open_lite, release_lite
 from mmsearch.store.lookups import LookupMixin
 from mmsearch.store.rows import as_matrix, product_to_row, row_to_hit
 from mmsearch.store.schema import (
     DEFAULT_INDEX_TYPE,
+    ID,
     IMAGE_VECTOR,
     MAX_DIM,
+    PRODUCT_KEY,
     TEXT_VECTOR,
     VECTOR_FIELDS,
     EncoderStamp,
@@ -65,12 +71,9 @@ def _check_consistency(level: str) -> str:
     return level
 
 
-def _server_version_tuple(version: str) -> tuple[int, int] | None:
-    match = re.match(r"v?(\d+)\.(\d+)", version)
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
-class ProductStore(LookupMixin, DenseSearchMixin, HybridSearchMixin):
+class ProductStore(
+    LookupMixin, DenseSearchMixin, HybridSearchMixin, LexicalSearchMixin, GroupingMixin, FeaturesMixin
+):
     """Product images and their metadata in one Milvus collection.
 
     `uri` is a Milvus Lite path (default `./mmsearch.db`, one process at a time) or `http://host:19530` for a
@@ -110,6 +113,7 @@ class ProductStore(LookupMixin, DenseSearchMixin, HybridSearchMixin):
         self._client = self._connect_server(token) if self.is_server else self._open_lite(create)
         self._stamp: EncoderStamp | None = None
         self._loaded = False
+        self._version: str | None = None
 
     @classmethod
     def from_settings(cls, settings) -> ProductStore:
@@ -151,15 +155,6 @@ class ProductStore(LookupMixin, DenseSearchMixin, HybridSearchMixin):
     def _describe(self) -> dict[str, Any]:
         with self._call("describe_collection"):
             return self._client.describe_collection(self.collection, timeout=self.timeout)
-
-    def _supports_multi_vector(self) -> bool:
-        """Milvus < 2.4 servers have one vector field per collection; every Lite build we support has more."""
-        if not self.is_server:
-            return True
-        with self._call("get_server_version"):
-            version = self._client.get_server_version(timeout=self.timeout)
-        parsed = _server_version_tuple(version)
-        return parsed is None or parsed >= (2, 4)
 
     def _read_stamp(self) -> EncoderStamp:
         described = self._describe()
@@ -256,7 +251,10 @@ class ProductStore(LookupMixin, DenseSearchMixin, HybridSearchMixin):
             log.warning(
                 "Milvus at %s has no multi-vector collections (< 2.4); indexing without text_vector", self.uri
             )
-        stamp = EncoderStamp(encoder_id, dim, text_vector, title_encoder_id, title_dim)
+        bm25 = self._bm25_on_create()
+        stamp = EncoderStamp(
+            encoder_id, dim, text_vector, title_encoder_id, title_dim, bm25=bm25, product_key=True
+        )
         index_params = self._client.prepare_index_params()
         for name in VECTOR_FIELDS if text_vector else (IMAGE_VECTOR,):
             index_params.add_index(
@@ -265,12 +263,15 @@ class ProductStore(LookupMixin, DenseSearchMixin, HybridSearchMixin):
                 metric_type="COSINE",
                 params=self.index.build,
             )
+        if bm25:
+            add_bm25_index(index_params)
         with self._call("create_collection"):
             self._client.create_collection(
                 self.collection,
                 schema=build_schema(
                     dim,
                     with_text_vector=text_vector,
+                    with_bm25=bm25,
                     description=stamp.description(),
                     text_dim=stamp.title_dim,
                 ),
@@ -332,6 +333,8 @@ class ProductStore(LookupMixin, DenseSearchMixin, HybridSearchMixin):
         rows: dict[str, dict[str, Any]] = {}
         for i, product in enumerate(products):
             row = product_to_row(product)
+            if stamp.product_key:
+                row[PRODUCT_KEY] = row["parent_asin"] or row[ID]  # what `grouping.product_key` reads back
             row[IMAGE_VECTOR] = images[i].tolist()
             if texts is not None:
                 row[TEXT_VECTOR] = texts[i].tolist()
@@ -390,6 +393,8 @@ class ProductStore(LookupMixin, DenseSearchMixin, HybridSearchMixin):
             "text_vector": None,
             "title_encoder_id": None,
             "title_dim": None,
+            "bm25": None,
+            "product_key": None,
             "index_type": self.index.index_type,
         }
         if out["exists"]:
@@ -401,6 +406,8 @@ class ProductStore(LookupMixin, DenseSearchMixin, HybridSearchMixin):
                 text_vector=stamp.text_vector,
                 title_encoder_id=stamp.title_encoder_id if stamp.text_vector else None,
                 title_dim=stamp.title_dim if stamp.text_vector else None,
+                bm25=stamp.bm25,
+                product_key=stamp.product_key,
             )
         return out
 

@@ -1,6 +1,11 @@
 """The product collection's layout in Milvus: field names and sizes, the encoder stamp, and vector index settings.
 
-Entry points: `build_schema(dim, with_text_vector)`, `EncoderStamp`, `IndexConfig.for_type(name)`.
+Entry points: `build_schema(dim, with_text_vector, with_bm25)`, `EncoderStamp`, `IndexConfig.for_type(name)`.
+
+Lexical search: `title_sparse` is a SPARSE_FLOAT_VECTOR that Milvus fills itself from the analysed `title` with a
+BM25 `Function` (Milvus >= 2.5 or Milvus Lite 3.x); we never tokenise titles ourselves. `product_key` is the
+product a row's image belongs to (`parent_asin`, or the row id when there is none), the field results are grouped
+by so that a product takes one slot.
 """
 
 from __future__ import annotations
@@ -9,17 +14,21 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymilvus import CollectionSchema, DataType, MilvusClient
+from pymilvus import CollectionSchema, DataType, Function, FunctionType, MilvusClient
 
 ID = "id"
 IMAGE_VECTOR = "image_vector"
 TEXT_VECTOR = "text_vector"
 VECTOR_FIELDS = (IMAGE_VECTOR, TEXT_VECTOR)
+TITLE_SPARSE = "title_sparse"
+TITLE_BM25_FUNCTION = "title_bm25"
+PRODUCT_KEY = "product_key"
 
 # VARCHAR limits, in UTF-8 bytes (Milvus counts bytes). Ids longer than ID_MAX_BYTES are refused; the other
 # strings are cut at a character boundary, since a long title must not stop an indexing run.
 ID_MAX_BYTES = 512
 VARCHAR_MAX_BYTES = {"title": 4096, "main_category": 256, "parent_asin": 128, "image_url": 2048}
+PRODUCT_KEY_MAX_BYTES = ID_MAX_BYTES
 
 # Scalar fields returned with every hit, in `Hit` order.
 SCALAR_FIELDS = (
@@ -50,13 +59,16 @@ _PROP_TITLE_DIM = "mmsearch.title_dim"
 @dataclass(frozen=True)
 class EncoderStamp:
     """Which encoders filled a collection: the image encoder's id and dimension, whether titles have a vector,
-    and the title encoder's id and dimension (None: the image encoder's own text tower, same dim)."""
+    the title encoder's id and dimension (None: the image encoder's own text tower, same dim), and which optional
+    fields it has: the BM25 title field and the product key (read off the schema)."""
 
     encoder_id: str
     dim: int
     text_vector: bool = True
     title_encoder_id: str | None = None
     title_dim: int | None = None
+    bm25: bool = False
+    product_key: bool = False
 
     def __post_init__(self):
         # "Same encoder" is stored explicitly, so stamps written by older versions compare equal to new ones.
@@ -89,16 +101,20 @@ class EncoderStamp:
     def from_collection(cls, described: dict[str, Any]) -> EncoderStamp | None:
         """Read the stamp from `MilvusClient.describe_collection` output; None if the collection has none."""
         fields = {f["name"]: f for f in described.get("fields", [])}
-        text_vector = TEXT_VECTOR in fields
+        flags = {
+            "text_vector": TEXT_VECTOR in fields,
+            "bm25": TITLE_SPARSE in fields,
+            "product_key": PRODUCT_KEY in fields,
+        }
         props = described.get("properties") or {}
         if _PROP_ENCODER in props and _PROP_DIM in props:
             title_dim = props.get(_PROP_TITLE_DIM)
             return cls(
                 str(props[_PROP_ENCODER]),
                 int(props[_PROP_DIM]),
-                text_vector,
-                props.get(_PROP_TITLE_ENCODER),
-                None if title_dim is None else int(title_dim),
+                title_encoder_id=props.get(_PROP_TITLE_ENCODER),
+                title_dim=None if title_dim is None else int(title_dim),
+                **flags,
             )
         try:
             data = json.loads(described.get("description") or "")
@@ -109,9 +125,9 @@ class EncoderStamp:
             return cls(
                 str(data["encoder_id"]),
                 int(data["dim"]),
-                text_vector,
-                data.get("title_encoder_id"),
-                None if title_dim is None else int(title_dim),
+                title_encoder_id=data.get("title_encoder_id"),
+                title_dim=None if title_dim is None else int(title_dim),
+                **flags,
             )
         return None
 
@@ -125,16 +141,23 @@ def vector_dim(described: dict[str, Any], name: str) -> int | None:
 
 
 def build_schema(
-    dim: int, *, with_text_vector: bool, description: str = "", text_dim: int | None = None
+    dim: int,
+    *,
+    with_text_vector: bool,
+    with_bm25: bool = False,
+    description: str = "",
+    text_dim: int | None = None,
 ) -> CollectionSchema:
     """The collection schema: VARCHAR id, COSINE vectors (`text_dim` defaults to `dim`), typed scalar filter
-    fields and a JSON `meta`."""
+    fields, a JSON `meta` and the product key; with `with_bm25` also the analysed title and its BM25 sparse field
+    (Milvus >= 2.5 / Lite 3.x)."""
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=description)
     schema.add_field(ID, DataType.VARCHAR, is_primary=True, max_length=ID_MAX_BYTES)
     schema.add_field(IMAGE_VECTOR, DataType.FLOAT_VECTOR, dim=dim)
     if with_text_vector:
         schema.add_field(TEXT_VECTOR, DataType.FLOAT_VECTOR, dim=text_dim or dim)
-    schema.add_field("title", DataType.VARCHAR, max_length=VARCHAR_MAX_BYTES["title"])
+    title_options = {"enable_analyzer": True} if with_bm25 else {}
+    schema.add_field("title", DataType.VARCHAR, max_length=VARCHAR_MAX_BYTES["title"], **title_options)
     schema.add_field("main_category", DataType.VARCHAR, max_length=VARCHAR_MAX_BYTES["main_category"])
     # DOUBLE, not FLOAT: with float32, 19.99 is stored as 19.9899997..., and `price >= 19.99` would miss it.
     schema.add_field("price", DataType.DOUBLE)
@@ -143,6 +166,18 @@ def build_schema(
     schema.add_field("parent_asin", DataType.VARCHAR, max_length=VARCHAR_MAX_BYTES["parent_asin"])
     schema.add_field("image_url", DataType.VARCHAR, max_length=VARCHAR_MAX_BYTES["image_url"])
     schema.add_field("meta", DataType.JSON)
+    schema.add_field(PRODUCT_KEY, DataType.VARCHAR, max_length=PRODUCT_KEY_MAX_BYTES)
+    if with_bm25:
+        # Milvus computes the sparse vector from the analysed title (standard analyzer: lower-cased words).
+        schema.add_field(TITLE_SPARSE, DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(
+            Function(
+                name=TITLE_BM25_FUNCTION,
+                function_type=FunctionType.BM25,
+                input_field_names=["title"],
+                output_field_names=[TITLE_SPARSE],
+            )
+        )
     return schema
 
 
@@ -198,8 +233,12 @@ __all__ = [
     "INDEX_DEFAULTS",
     "MAX_DIM",
     "MISSING",
+    "PRODUCT_KEY",
+    "PRODUCT_KEY_MAX_BYTES",
     "SCALAR_FIELDS",
     "TEXT_VECTOR",
+    "TITLE_BM25_FUNCTION",
+    "TITLE_SPARSE",
     "VARCHAR_MAX_BYTES",
     "VECTOR_FIELDS",
     "EncoderStamp",

@@ -1,0 +1,70 @@
+"""What the Milvus behind a store can do, and the errors that say so: multi-vector collections (>= 2.4),
+`group_by_field` (search >= 2.4, hybrid search >= 2.5) and BM25 functions (>= 2.5). Milvus Lite 3.x has them all.
+
+Entry point: `FeaturesMixin` (part of `ProductStore`), `add_bm25_index`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from mmsearch.errors import FeatureUnavailableError
+from mmsearch.store.schema import TITLE_SPARSE, EncoderStamp
+
+log = logging.getLogger(__name__)
+
+
+def server_version_tuple(version: str) -> tuple[int, int] | None:
+    match = re.match(r"v?(\d+)\.(\d+)", version)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def add_bm25_index(index_params) -> None:
+    """The sparse inverted index that BM25 search on `title_sparse` needs."""
+    index_params.add_index(field_name=TITLE_SPARSE, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+
+
+class FeaturesMixin:
+    """Version checks for `ProductStore` (uses its connection and call wrapper; caches the server version)."""
+
+    _version: str | None = None
+
+    def _server_at_least(self, wanted: tuple[int, int]) -> bool:
+        """True on Milvus Lite and on servers of version >= `wanted` (an unparsable version counts as new)."""
+        if not self.is_server:
+            return True
+        if self._version is None:
+            with self._call("get_server_version"):
+                self._version = self._client.get_server_version(timeout=self.timeout)
+        parsed = server_version_tuple(self._version)
+        return parsed is None or parsed >= wanted
+
+    def _supports_multi_vector(self) -> bool:
+        """Milvus < 2.4 servers have one vector field per collection; every Lite build we support has more."""
+        return self._server_at_least((2, 4))
+
+    def _bm25_on_create(self) -> bool:
+        """Whether a new collection gets the BM25 title field: Milvus Lite and servers >= 2.5."""
+        if self._server_at_least((2, 5)):
+            return True
+        log.warning("Milvus at %s has no BM25 functions (< 2.5); indexing without %s", self.uri, TITLE_SPARSE)
+        return False
+
+    def _check_bm25(self, stamp: EncoderStamp) -> None:
+        """Raise `FeatureUnavailableError`, saying how to fix it, when BM25 title search cannot run."""
+        if not self._server_at_least((2, 5)):
+            raise FeatureUnavailableError(
+                f"the Milvus server at {self.uri} is version {self._version}; BM25 title search (mode "
+                "hybrid-bm25) needs Milvus >= 2.5 or Milvus Lite. Use mode joint, weighted or fused."
+            )
+        if not stamp.bm25:
+            raise FeatureUnavailableError(
+                f"collection {self.collection!r} at {self.uri} has no BM25 title field ({TITLE_SPARSE}): it was "
+                "indexed before mmsearch added lexical search. Re-index it to add the field: drop the collection "
+                "(or delete the Milvus Lite .db) and run `mmsearch index` again, or index into a new collection "
+                "with --collection NAME."
+            )
+
+
+__all__ = ["FeaturesMixin", "add_bm25_index", "server_version_tuple"]
