@@ -176,6 +176,16 @@ def _add_search(sub) -> None:
     )
     p.add_argument("--rerank", action="store_true", help="rerank the top-k with Phi-3 Vision")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    g = p.add_argument_group("many queries (instead of --image/--text)")
+    g.add_argument(
+        "--queries",
+        help="jsonl file, one query per line: {image (path relative to the file, or URL), image_id, instruction, "
+        "k, filters, mode, weights, ranker, rerank}",
+    )
+    g.add_argument("--out", help="results jsonl, one line per query with its input line number ('-': stdout)")
+    g.add_argument(
+        "--batch-size", type=_positive_int, default=32, help="queries encoded and searched together"
+    )
     p.set_defaults(func=_run_search)
 
 
@@ -190,7 +200,42 @@ def _fetch_query_image(ref: str, settings: Settings) -> bytes | str:
     return ref
 
 
+def _run_query_file(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mmsearch.media.fetch import ImageFetcher
+    from mmsearch.pipelines import SearchPipeline
+    from mmsearch.pipelines.batch import QueryFileRunner
+
+    if args.image or args.text:
+        raise MMSearchError("--queries replaces --image/--text: give one or the other")
+    if not args.out:
+        raise MMSearchError("--queries needs --out FILE (or --out - for stdout)")
+    path = Path(args.queries)
+    if not path.is_file():
+        raise MMSearchError(f"--queries {path}: no such file")
+    with path.open("rb") as fh:
+        total = sum(1 for line in fh if line.strip())
+    settings = _settings(args)
+    pipeline = SearchPipeline.from_settings(settings, with_reranker=args.rerank)
+    out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    try:
+        with ImageFetcher.from_settings(settings) as fetcher, path.open("rb") as queries:
+            runner = QueryFileRunner(
+                pipeline, fetcher, base_dir=path.parent, batch_size=args.batch_size, rerank=args.rerank
+            )
+            report = runner.run(queries, out, total=total, progress=True)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+        pipeline.retriever.store.close()
+    print(report.summary(), file=sys.stderr)
+    return EXIT_PARTIAL if report.failed else EXIT_OK
+
+
 def _run_search(args: argparse.Namespace) -> int:
+    if args.queries:
+        return _run_query_file(args)
     from mmsearch.pipelines import SearchPipeline, SearchRequest
     from mmsearch.pipelines.render import format_result_table
     from mmsearch.store import ProductFilter
