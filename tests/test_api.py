@@ -465,7 +465,7 @@ class _Exploding:
     def __init__(self, real: SearchPipeline):
         self.retriever, self.reranker = real.retriever, real.reranker
 
-    def run(self, request):
+    def retrieve_many(self, requests):
         raise RuntimeError("secret internal detail /etc/passwd")
 
 
@@ -499,12 +499,12 @@ class _Observed:
         self.max_running = 0
         self.lock = threading.Lock()
 
-    def run(self, request):
+    def retrieve_many(self, requests):
         with self.lock:
             self.running += 1
             self.max_running = max(self.max_running, self.running)
         try:
-            return self.real.run(request)
+            return self.real.retrieve_many(requests)
         finally:
             with self.lock:
                 self.running -= 1
@@ -543,10 +543,10 @@ class _Gated:
         self.entered = threading.Event()
         self.gate = threading.Event()
 
-    def run(self, request):
+    def retrieve_many(self, requests):
         self.entered.set()
         self.gate.wait(timeout=30)
-        return self.real.run(request)
+        return self.real.retrieve_many(requests)
 
 
 def test_full_queue_returns_503_server_busy(indexed):

@@ -63,6 +63,16 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=MAX_IMAGE_PIXELS, ge=64)
     max_k: int = Field(default=DEFAULT_MAX_K, ge=1, le=MAX_K)
 
+    # API serving (docs/SERVING.md): concurrent searches arriving within `serve_batch_window_ms` are encoded and
+    # searched together, at most `serve_max_batch` at a time; beyond the queue bounds new searches get 503.
+    serve_batch_window_ms: float = Field(default=5.0, ge=0, le=1000)
+    serve_max_batch: int = Field(default=16, ge=1, le=256)
+    serve_max_queued: int = Field(default=64, ge=1, le=10_000)
+    serve_max_rerank_queued: int = Field(default=8, ge=1, le=1000)
+    # HTTP edge: a request body that stalls longer than this between chunks gets 408; headers above the limit 431.
+    serve_body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    serve_max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+
     # Tiny random-weight models and generated data (tests, CI, notebook smoke runs). Never search quality.
     smoke: bool = False
 

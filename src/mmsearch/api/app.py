@@ -15,6 +15,7 @@ from importlib import resources
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from mmsearch.api.batching import RerankQueue, SearchScheduler
 from mmsearch.api.dependencies import RETRY_INTERVAL_S, PipelineFactory, SearchService, get_settings
 from mmsearch.api.errors import install_error_handlers
 from mmsearch.api.routes import router
@@ -68,7 +69,7 @@ def create_app(
     *,
     with_reranker: bool = True,
     pipeline_factory: PipelineFactory | None = None,
-    max_pending: int = DEFAULT_MAX_PENDING,
+    max_pending: int | None = None,
     retry_interval_s: float = RETRY_INTERVAL_S,
 ) -> FastAPI:
     """The mmsearch HTTP API and web page.
@@ -77,7 +78,7 @@ def create_app(
         settings: fixed settings; None reads `MMSEARCH_*` through the `get_settings` dependency (overridable).
         with_reranker: load the Phi-3 Vision reranker too (the default factory only).
         pipeline_factory: builds the `SearchPipeline` from settings at start-up (tests pass tiny parts).
-        max_pending: searches that may wait for the inference worker before new ones get 503.
+        max_pending: searches queued or running before new ones get 503 (None: `settings.serve_max_queued`).
         retry_interval_s: after a failed start-up, the least time between two attempts to build the pipeline.
     """
     factory = pipeline_factory or ModelCachingFactory(with_reranker=with_reranker)
@@ -88,11 +89,21 @@ def create_app(
         if resolved.smoke:
             log.warning(SMOKE_BANNER)
         fetcher = ImageFetcher.from_settings(resolved, retries=1, timeout=10.0, max_workers=4)
+        limit = resolved.serve_max_queued if max_pending is None else max_pending
+        worker = InferenceWorker(limit + DEFAULT_MAX_PENDING)  # batches, health checks and thumbnail lookups
+        scheduler = SearchScheduler(
+            worker,
+            window_ms=resolved.serve_batch_window_ms,
+            max_batch=resolved.serve_max_batch,
+            max_queued=limit,
+            rerank=RerankQueue(resolved.serve_max_rerank_queued),
+        )
         service = SearchService(
             resolved,
             factory,
-            InferenceWorker(max_pending),
+            worker,
             Thumbnailer(fetcher),
+            scheduler=scheduler,
             retry_interval_s=retry_interval_s,
         )
         app.state.service = service

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from mmsearch.api.batching import SearchScheduler
 from mmsearch.api.errors import PipelineUnavailableError
 from mmsearch.api.thumbnails import Thumbnailer
 from mmsearch.api.worker import InferenceWorker
@@ -52,12 +53,14 @@ class SearchService:
         worker: InferenceWorker,
         thumbnails: Thumbnailer,
         *,
+        scheduler: SearchScheduler | None = None,
         retry_interval_s: float = RETRY_INTERVAL_S,
     ):
         self.settings = settings
         self.factory = factory
         self.worker = worker
         self.thumbnails = thumbnails
+        self.scheduler = scheduler or SearchScheduler(worker)
         self.retry_interval_s = retry_interval_s
         self.pipeline: SearchPipeline | None = None
         self.error: MMSearchError | None = None
@@ -119,6 +122,7 @@ class SearchService:
             "milvus": {"uri": self.settings.milvus_uri, "collection": self.settings.collection},
             "models": {},
             "worker": self.worker.stats(),
+            "queue": self.scheduler.stats(),
             "error": None,
         }
         try:
@@ -145,6 +149,7 @@ class SearchService:
         return body
 
     def close(self) -> None:
+        self.scheduler.close()
         self.worker.close()
         self.thumbnails.close()
         store = getattr(getattr(self.pipeline, "retriever", None), "store", None)

@@ -74,7 +74,7 @@ async def search(
     `max_price`, `min_rating`), `mode`, `weights`, `ranker` and `rerank`. Returns the hits (titles, prices,
     scores, thumbnail URLs), the rerank status and reasons, before/after ranks and per-stage timings in ms."""
     search_request = await read_search_form(request, settings)
-    result = await service.worker.run(pipeline.run, search_request)
+    result = await service.scheduler.search(pipeline, search_request)
     service.thumbnails.remember(result.hits)
     return search_response(result)
 
