@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
-from mmsearch.config import Settings
+from mmsearch.config import ENCODER_CHOICES, TITLE_ENCODER_CHOICES, EncoderSpec, Settings, TitleEncoderSpec
 from mmsearch.errors import MMSearchError
 from mmsearch.retriever.retriever import SEARCH_MODES
 from mmsearch.sanitize import redact
@@ -48,6 +48,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "dtype",
         "encoder_weights",
         "encoder_text_model",
+        "title_encoder_model",
         "reranker_model",
     ):
         value = getattr(args, name, None)
@@ -55,6 +56,13 @@ def _settings(args: argparse.Namespace) -> Settings:
             overrides[name] = value
     if getattr(args, "encoder_variant", None):
         overrides["encoder_variant"] = args.encoder_variant
+    # `eval` takes several --encoder/--title-encoder values (compared side by side); the first is the default.
+    for name in ("encoder", "title_encoder"):
+        value = getattr(args, name, None)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value is not None:
+            overrides[name] = value
     if getattr(args, "smoke", False):
         overrides["smoke"] = True
     return Settings(**overrides)
@@ -70,6 +78,22 @@ def _weights(text: str) -> tuple[float, float]:
     return a, b
 
 
+def _encoder_choice(text: str) -> str:
+    try:
+        EncoderSpec.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _title_encoder_choice(text: str) -> str:
+    try:
+        TitleEncoderSpec.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -80,10 +104,28 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, *, several_encoders: bool = False) -> None:
     g = p.add_argument_group("deployment (defaults from MMSEARCH_* env vars)")
     g.add_argument("--milvus-uri", help="Milvus Lite file (default ./mmsearch.db) or http://host:19530")
     g.add_argument("--collection", help="collection name (default amazon_products)")
+    many = {"action": "append"} if several_encoders else {}
+    g.add_argument(
+        "--encoder",
+        type=_encoder_choice,
+        help=f"image-text encoder: {ENCODER_CHOICES} (default visualized-bge-base)"
+        + ("; repeat to compare encoders" if several_encoders else ""),
+        **many,
+    )
+    g.add_argument(
+        "--title-encoder",
+        type=_title_encoder_choice,
+        help=f"model for the title vectors: {TITLE_ENCODER_CHOICES} (default same: the encoder's text tower)"
+        + ("; repeat to compare" if several_encoders else ""),
+        **many,
+    )
+    g.add_argument(
+        "--title-encoder-model", help="hub id or local dir of EmbeddingGemma (sentence-transformers layout)"
+    )
     g.add_argument("--encoder-variant", choices=["base", "m3"], help="Visualized BGE variant")
     g.add_argument("--encoder-weights", help="hub repo id, local .pth, or dir holding it")
     g.add_argument(
@@ -167,7 +209,11 @@ def _add_search(sub) -> None:
     p.add_argument("--min-price", type=float)
     p.add_argument("--max-price", type=float)
     p.add_argument("--min-rating", type=float)
-    p.add_argument("--mode", choices=SEARCH_MODES, default="joint", help="retrieval mode (default joint)")
+    p.add_argument(
+        "--mode",
+        choices=SEARCH_MODES,
+        help="retrieval mode (default: the encoder's: joint for Visualized BGE, fused for CLIP/SigLIP)",
+    )
     p.add_argument(
         "--weights", type=_weights, default=(0.7, 0.3), help="IMAGE,TEXT weights for weighted/fused"
     )
@@ -293,7 +339,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="measure retrieval and rerank quality on a labelled query set")
-    _common(p)
+    _common(p, several_encoders=True)
     p.add_argument("--queries", help="labelled queries (jsonl), or 'synthetic' for the generated offline set")
     p.add_argument("--format", choices=["mmsearch", "cirr", "fashioniq"], default="mmsearch")
     p.add_argument("--modes", default="joint,weighted,fused", help="comma-separated retrieval modes")

@@ -5,10 +5,11 @@ Entry point: `Settings()`; e.g. `MMSEARCH_MILVUS_URI=http://milvus:19530 mmsearc
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mmsearch.limits import DEFAULT_MAX_K, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MAX_K
@@ -22,6 +23,70 @@ ENCODER_VARIANTS: dict[str, dict[str, object]] = {
     },
     "m3": {"weights_file": "Visualized_m3.pth", "text_model": "BAAI/bge-m3", "dim": 1024},
 }
+
+
+# `--encoder` names: Visualized BGE variants, or a dual encoder kind with an optional hub id / local path.
+VISUALIZED_BGE_ENCODERS = {"visualized-bge-base": "base", "visualized-bge-m3": "m3"}
+DUAL_ENCODER_KINDS = ("clip", "siglip")
+ENCODER_CHOICES = "visualized-bge-base|visualized-bge-m3|clip[:<hub id or path>]|siglip[:<hub id or path>]"
+# `--title-encoder` names and EmbeddingGemma's Matryoshka sizes.
+TITLE_ENCODER_CHOICES = "same|embeddinggemma[:768|512|256|128]"
+EMBEDDINGGEMMA_DIMS = (768, 512, 256, 128)
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """A parsed `--encoder`: kind "visualized-bge" (ref = variant) or "clip"/"siglip" (ref = hub id, path or None)."""
+
+    kind: str
+    ref: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> EncoderSpec:
+        """`"clip:/models/clip"` -> EncoderSpec("clip", "/models/clip"); an unknown name is a ValueError."""
+        name = (text or "").strip()
+        if name in VISUALIZED_BGE_ENCODERS:
+            return cls("visualized-bge", VISUALIZED_BGE_ENCODERS[name])
+        kind, sep, ref = name.partition(":")
+        if kind in DUAL_ENCODER_KINDS:
+            if sep and not ref.strip():
+                raise ValueError(
+                    f"encoder {text!r} names no checkpoint after ':'; expected {kind}:<hub id or path>"
+                )
+            return cls(kind, ref.strip() or None)
+        raise ValueError(f"unknown encoder {text!r}; expected {ENCODER_CHOICES}")
+
+    def __str__(self) -> str:
+        if self.kind == "visualized-bge":
+            return f"visualized-bge-{self.ref}"
+        return self.kind if self.ref is None else f"{self.kind}:{self.ref}"
+
+
+@dataclass(frozen=True)
+class TitleEncoderSpec:
+    """A parsed `--title-encoder`: "same" (the image-text encoder's text tower) or "embeddinggemma" at `dim`."""
+
+    kind: str = "same"
+    dim: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> TitleEncoderSpec:
+        name = (text or "").strip()
+        if name == "same":
+            return cls()
+        kind, sep, dim = name.partition(":")
+        if kind == "embeddinggemma":
+            if not sep:
+                return cls(kind, EMBEDDINGGEMMA_DIMS[0])
+            if dim.strip().isdigit() and int(dim) in EMBEDDINGGEMMA_DIMS:
+                return cls(kind, int(dim))
+            raise ValueError(
+                f"title encoder {text!r}: EmbeddingGemma sizes are {', '.join(map(str, EMBEDDINGGEMMA_DIMS))}"
+            )
+        raise ValueError(f"unknown title encoder {text!r}; expected {TITLE_ENCODER_CHOICES}")
+
+    def __str__(self) -> str:
+        return self.kind if self.dim is None else f"{self.kind}:{self.dim}"
 
 
 def default_cache_dir() -> Path:
@@ -46,6 +111,11 @@ class Settings(BaseSettings):
     encoder_variant: Literal["base", "m3"] = "base"
     encoder_weights: str = "BAAI/bge-visualized"
     encoder_text_model: str | None = None  # None: the variant's official BGE repo
+    # Which image-text encoder (ENCODER_CHOICES); None: visualized-bge-<encoder_variant>.
+    encoder: str | None = None
+    # Which model fills `text_vector` (TITLE_ENCODER_CHOICES), and where EmbeddingGemma is (hub id or local dir).
+    title_encoder: str = "same"
+    title_encoder_model: str = "google/embeddinggemma-300m"
     encode_batch_size: int = Field(default=32, ge=1, le=1024)
 
     # Phi-3 Vision reranker: hub id or local dir with config.json + model*.safetensors + tokenizer.
@@ -76,6 +146,27 @@ class Settings(BaseSettings):
     # Tiny random-weight models and generated data (tests, CI, notebook smoke runs). Never search quality.
     smoke: bool = False
 
+    @field_validator("encoder")
+    @classmethod
+    def _check_encoder(cls, value: str | None) -> str | None:
+        if value is not None:
+            EncoderSpec.parse(value)
+        return value
+
+    @field_validator("title_encoder")
+    @classmethod
+    def _check_title_encoder(cls, value: str) -> str:
+        TitleEncoderSpec.parse(value)
+        return value
+
+    @property
+    def encoder_spec(self) -> EncoderSpec:
+        return EncoderSpec.parse(self.encoder or f"visualized-bge-{self.encoder_variant}")
+
+    @property
+    def title_encoder_spec(self) -> TitleEncoderSpec:
+        return TitleEncoderSpec.parse(self.title_encoder)
+
     @property
     def text_model_id(self) -> str:
         return self.encoder_text_model or str(ENCODER_VARIANTS[self.encoder_variant]["text_model"])
@@ -85,4 +176,13 @@ class Settings(BaseSettings):
         return self.milvus_uri.startswith(("http://", "https://", "tcp://", "grpc://"))
 
 
-__all__ = ["ENCODER_VARIANTS", "Settings", "default_cache_dir"]
+__all__ = [
+    "EMBEDDINGGEMMA_DIMS",
+    "ENCODER_CHOICES",
+    "ENCODER_VARIANTS",
+    "TITLE_ENCODER_CHOICES",
+    "EncoderSpec",
+    "Settings",
+    "TitleEncoderSpec",
+    "default_cache_dir",
+]

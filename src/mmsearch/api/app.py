@@ -24,7 +24,13 @@ from mmsearch.api.worker import DEFAULT_MAX_PENDING, InferenceWorker
 from mmsearch.config import Settings
 from mmsearch.media.fetch import ImageFetcher
 from mmsearch.pipelines import SearchPipeline
-from mmsearch.pipelines.factory import SMOKE_BANNER, build_encoder, build_reranker, build_store
+from mmsearch.pipelines.factory import (
+    SMOKE_BANNER,
+    build_encoder,
+    build_reranker,
+    build_store,
+    build_title_encoder,
+)
 from mmsearch.retriever import QueryEncoder, Retriever
 
 log = logging.getLogger("mmsearch.api")
@@ -40,11 +46,14 @@ class ModelCachingFactory:
     def __init__(self, *, with_reranker: bool = True):
         self.with_reranker = with_reranker
         self._encoder = None
+        self._title_encoder = None
         self._reranker = None
 
     def __call__(self, settings: Settings) -> SearchPipeline:
         if self._encoder is None:
             self._encoder = build_encoder(settings)
+        if self._title_encoder is None:
+            self._title_encoder = build_title_encoder(settings, self._encoder)
         if self.with_reranker and self._reranker is None:
             reranker = build_reranker(settings)
             if hasattr(reranker, "load"):
@@ -57,7 +66,9 @@ class ModelCachingFactory:
             max_image_pixels=settings.max_image_pixels,
         )
         try:
-            retriever = Retriever(self._encoder, store, query_encoder=query_encoder)
+            retriever = Retriever(
+                self._encoder, store, query_encoder=query_encoder, title_encoder=self._title_encoder
+            )
         except BaseException:
             store.close()  # a Lite store left open would keep its file locked
             raise

@@ -102,9 +102,17 @@ class SearchService:
         if pipeline is None:
             return {"encoder": None, "reranker": None}
         encoder = pipeline.retriever.encoder
+        titles = getattr(pipeline.retriever, "title_encoder", None)
         reranker = pipeline.reranker
         return {
-            "encoder": {"id": getattr(encoder, "model_id", None), "dim": getattr(encoder, "dim", None)},
+            "encoder": {
+                "id": getattr(encoder, "model_id", None),
+                "dim": getattr(encoder, "dim", None),
+                "modes": sorted(getattr(encoder, "capabilities", ())),
+            },
+            "title_encoder": None
+            if titles is None
+            else {"id": getattr(titles, "model_id", None), "dim": getattr(titles, "dim", None)},
             "reranker": None
             if reranker is None
             else {

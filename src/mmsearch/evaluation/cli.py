@@ -3,6 +3,7 @@
 Entry point: `run_eval_command(args, settings) -> int` (called by `mmsearch.cli`). Benchmark galleries go into
 a collection of their own (`eval_synthetic`, `eval_cirr`, `eval_fashioniq_<category>`, with `_smoke` appended in
 smoke mode) unless `--collection` names one; a jsonl query set is scored against the configured collection.
+Several `--encoder` / `--title-encoder` values compare every pair side by side (`evaluation.compare`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from mmsearch.config import Settings
 from mmsearch.errors import ConfigError
+from mmsearch.evaluation.compare import EncoderComparison, EncoderRun, collection_suffix
 from mmsearch.evaluation.datasets import (
     EvalSet,
     load_cirr,
@@ -72,7 +74,7 @@ def load_eval_set(args: argparse.Namespace, settings: Settings) -> tuple[EvalSet
     return eval_set, None
 
 
-def _index_gallery(eval_set: EvalSet, settings: Settings, encoder) -> None:
+def _index_gallery(eval_set: EvalSet, settings: Settings, encoder, title_encoder) -> None:
     from mmsearch.pipelines.index import run_index
 
     source = eval_set.source
@@ -81,41 +83,41 @@ def _index_gallery(eval_set: EvalSet, settings: Settings, encoder) -> None:
         source = str(write_gallery_jsonl(eval_set.gallery, _work_dir(settings, name) / "gallery.jsonl"))
     if source is None:
         return
-    report = run_index(settings, source=source, encoder=encoder, progress=sys.stderr.isatty())
+    report = run_index(
+        settings, source=source, encoder=encoder, title_encoder=title_encoder, progress=sys.stderr.isatty()
+    )
     print(f"gallery -> {settings.collection}: {report.summary()}", file=sys.stderr)
 
 
-def run_eval_command(args: argparse.Namespace, settings: Settings) -> int:
-    """Evaluate the query set named by `args` with the models and Milvus named by `settings`."""
+def _evaluate_one(
+    args: argparse.Namespace, settings: Settings, eval_set: EvalSet, modes: list[str]
+) -> tuple[EvalReport, EncoderRun]:
+    """Index the gallery (if any) and score `eval_set` with the encoders named by `settings`."""
     from mmsearch.pipelines import SearchPipeline
-    from mmsearch.pipelines.factory import build_encoder, build_reranker, build_store
+    from mmsearch.pipelines.factory import build_encoder, build_reranker, build_store, build_title_encoder
     from mmsearch.retriever import QueryEncoder, Retriever
 
-    if not args.queries:
-        raise ConfigError(
-            "--queries is required: a labelled .jsonl file, a CIRR/FashionIQ captions file (with --format), "
-            "or 'synthetic'"
-        )
-    modes = parse_modes(args.modes)
-    if args.k > settings.max_k:
-        raise ConfigError(f"-k {args.k} is above the limit of {settings.max_k} (MMSEARCH_MAX_K)")
-    eval_set, collection = load_eval_set(args, settings)
-    if getattr(args, "collection", None) is None and collection is not None:
-        settings = settings.model_copy(update={"collection": collection})
-
     encoder = build_encoder(settings)
-    _index_gallery(eval_set, settings, encoder)
+    titles = build_title_encoder(settings, encoder)
+    usable = [m for m in modes if m in encoder.capabilities]
+    skipped = [m for m in modes if m not in encoder.capabilities]
+    if not usable:
+        raise ConfigError(
+            f"--modes {','.join(modes)}: none is available with encoder {settings.encoder_spec}; it supports "
+            f"{','.join(sorted(encoder.capabilities))}"
+        )
+    _index_gallery(eval_set, settings, encoder, titles)
     query_encoder = QueryEncoder(
         encoder, max_image_bytes=settings.max_image_bytes, max_image_pixels=settings.max_image_pixels
     )
     with build_store(settings) as store:
-        retriever = Retriever(encoder, store, query_encoder=query_encoder)
+        retriever = Retriever(encoder, store, query_encoder=query_encoder, title_encoder=titles)
         reranker = build_reranker(settings) if args.rerank else None
         pipeline = SearchPipeline(retriever, reranker, max_k=settings.max_k, smoke=settings.smoke)
         report: EvalReport = evaluate(
             pipeline,
             eval_set,
-            modes=modes,
+            modes=usable,
             k=args.k,
             rerank=args.rerank,
             weights=getattr(args, "weights", None) or (0.7, 0.3),
@@ -127,15 +129,89 @@ def run_eval_command(args: argparse.Namespace, settings: Settings) -> int:
     report.settings.update(
         collection=settings.collection,
         milvus_uri=settings.milvus_uri,
-        encoder=getattr(encoder, "model_id", ""),
+        encoder=encoder.model_id,
+        title_encoder=titles.model_id,
     )
-    print(report.format_table())
+    run = EncoderRun(
+        encoder=str(settings.encoder_spec),
+        title_encoder=str(settings.title_encoder_spec),
+        encoder_id=encoder.model_id,
+        title_encoder_id=titles.model_id,
+        dim=encoder.dim,
+        title_dim=titles.dim,
+        collection=settings.collection,
+        report=report,
+        skipped_modes=skipped,
+    )
+    return report, run
+
+
+def _choices(args: argparse.Namespace, name: str, default: str) -> list[str]:
+    values = getattr(args, name, None)
+    if values is None:
+        return [default]
+    return list(dict.fromkeys([values] if isinstance(values, str) else values))
+
+
+def run_eval_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Evaluate the query set named by `args` with the models and Milvus named by `settings`.
+
+    Several `--encoder` / `--title-encoder` values evaluate every pair on the same queries, each pair in its own
+    collection (`<collection>_<pair>`), and print them side by side.
+    """
+    if not args.queries:
+        raise ConfigError(
+            "--queries is required: a labelled .jsonl file, a CIRR/FashionIQ captions file (with --format), "
+            "or 'synthetic'"
+        )
+    modes = parse_modes(args.modes)
+    if args.k > settings.max_k:
+        raise ConfigError(f"-k {args.k} is above the limit of {settings.max_k} (MMSEARCH_MAX_K)")
+    eval_set, collection = load_eval_set(args, settings)
+    if getattr(args, "collection", None) is None and collection is not None:
+        settings = settings.model_copy(update={"collection": collection})
+    pairs = [
+        (e, t)
+        for e in _choices(args, "encoder", str(settings.encoder_spec))
+        for t in _choices(args, "title_encoder", settings.title_encoder)
+    ]
+    if len(pairs) == 1:
+        report, run = _evaluate_one(args, settings, eval_set, modes)
+        if run.skipped_modes:
+            print(
+                f"skipped modes (not available with {run.encoder}): {','.join(run.skipped_modes)}",
+                file=sys.stderr,
+            )
+        _write(args, report.format_table(), report.to_dict())
+        return 0
+    if eval_set.source is None and eval_set.gallery is None:
+        raise ConfigError(
+            "comparing encoders indexes the gallery once per encoder: give the products with --gallery "
+            "(or use --queries synthetic / a CIRR or FashionIQ set)"
+        )
+    runs = []
+    for encoder, title_encoder in pairs:
+        pair_settings = settings.model_copy(
+            update={
+                "encoder": encoder,
+                "title_encoder": title_encoder,
+                "collection": f"{settings.collection}_{collection_suffix(encoder, title_encoder)}",
+            }
+        )
+        print(f"== {encoder} + titles {title_encoder}", file=sys.stderr)
+        runs.append(_evaluate_one(args, pair_settings, eval_set, modes)[1])
+    comparison = EncoderComparison(runs)
+    _write(args, comparison.format_table(), comparison.to_dict())
+    return 0
+
+
+def _write(args: argparse.Namespace, table: str, data: dict) -> None:
+    print(table)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {out}", file=sys.stderr)
-    return 0
 
 
 __all__ = ["SYNTHETIC", "load_eval_set", "parse_modes", "run_eval_command"]

@@ -40,6 +40,7 @@ from mmsearch.indexer.failures import FailureLog
 from mmsearch.indexer.prepare import Ready, TitleVectors, failure_where, prepare_product
 from mmsearch.indexer.sources import Source
 from mmsearch.media.fetch import ImageFetcher
+from mmsearch.models.base import SameSpaceTitles, TitleEncoder
 from mmsearch.types import Product
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ class IndexJob:
         lookup_chunk: ids per `existing_ids` call.
         text_vectors: also store a title vector per product (hybrid search).
         progress: show a tqdm bar (stderr).
+        title_encoder: a `TitleEncoder` for the title vectors (default: the encoder's own text tower).
     """
 
     def __init__(
@@ -126,6 +128,7 @@ class IndexJob:
         lookup_chunk: int = 512,
         text_vectors: bool = True,
         progress: bool = True,
+        title_encoder: TitleEncoder | None = None,
     ):
         for name, value in (
             ("batch_size", batch_size),
@@ -145,7 +148,8 @@ class IndexJob:
         self.progress = progress
         self._store_lock = threading.Lock()  # Milvus Lite clients are not known to be thread-safe
         self._count_lock = threading.Lock()
-        self._titles = TitleVectors(encoder)
+        self.title_encoder = title_encoder or SameSpaceTitles(encoder)
+        self._titles = TitleVectors(self.title_encoder)
 
     # -- bookkeeping shared by both threads --------------------------------------------------------------------
 
@@ -258,7 +262,7 @@ class IndexJob:
     def _title_vectors(
         self, products: list[Product], image_vectors: np.ndarray, errors: dict[int, Exception] | None = None
     ) -> np.ndarray:
-        """(n, dim) title vectors; see `indexer.prepare.TitleVectors`."""
+        """(n, title_dim) title vectors; see `indexer.prepare.TitleVectors`."""
         return self._titles(products, image_vectors, errors)
 
     def _encode_images(self, items: list[Ready]) -> np.ndarray:
@@ -319,7 +323,11 @@ class IndexJob:
         )
         start = time.perf_counter()
         self.store.ensure_collection(
-            encoder_id=self.encoder.model_id, dim=self.encoder.dim, with_text_vector=self.text_vectors
+            encoder_id=self.encoder.model_id,
+            dim=self.encoder.dim,
+            with_text_vector=self.text_vectors,
+            title_encoder_id=self.title_encoder.model_id,
+            title_dim=self.title_encoder.dim,
         )
         with_text = bool(self.text_vectors and self.store.has_text_vector)
         roots = getattr(source, "allowed_roots", None)

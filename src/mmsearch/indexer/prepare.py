@@ -7,12 +7,13 @@ the Ray engine runs them in Ray workers, so both engines fail the same records f
 and store the same vectors. Both sit inside the fault boundary (`indexer.boundary`): they raise only for
 run-level errors (`boundary.FATAL_ERRORS`).
 
-Title vectors (for hybrid search): each product's title is embedded with `encode_texts`; an untitled product
-uses its main category instead; a product with neither (e.g. the bootcamp subset, which has no metadata)
-reuses its image vector, as does a title the tokenizer reduces to nothing. The model reads the title with its
-whitespace normalised and made valid (`sanitize.model_text`); the store keeps it verbatim. Visualized BGE puts
-text and images in one space, so hybrid search stays meaningful (it degrades to image similarity for that
-product); a zero vector would be undefined under COSINE.
+Title vectors (for hybrid search): each product's title is embedded by the title encoder (`encode_documents`:
+the image-text encoder's own text tower, or a separate model such as EmbeddingGemma); an untitled product uses
+its main category instead. A product with neither (e.g. the bootcamp subset, which has no metadata), or a title
+the tokenizer reduces to nothing, reuses its image vector when titles share the image space (hybrid search then
+degrades to image similarity for that product), else gets the title encoder's vector of an empty title; a zero
+vector would be undefined under COSINE. The model reads the title with its whitespace normalised and made valid
+(`sanitize.model_text`); the store keeps it verbatim.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 
 from mmsearch.errors import InvalidTextError
 from mmsearch.indexer.boundary import FATAL_ERRORS, Failure, run_isolated
+from mmsearch.models.base import SameSpaceTitles, TitleEncoder
 from mmsearch.sanitize import model_text, redact_url
 from mmsearch.types import Product
 
@@ -97,9 +99,11 @@ class TitleVectors:
     """
 
     def __init__(self, encoder: Any, cache_size: int = TEXT_CACHE_SIZE):
-        self.encoder = encoder
+        # A `TitleEncoder`, or an image-text encoder whose own text tower embeds the titles.
+        self.titles = encoder if isinstance(encoder, TitleEncoder) else SameSpaceTitles(encoder)
         self.cache_size = cache_size
         self._cache: OrderedDict[str, np.ndarray | None] = OrderedDict()
+        self._empty: np.ndarray | None = None
 
     def __call__(
         self,
@@ -110,10 +114,10 @@ class TitleVectors:
         texts = [model_text(p.title) or model_text(p.main_category) for p in products]
         missing = list(dict.fromkeys(t for t in texts if t and t not in self._cache))
         failed = self._embed(missing) if missing else {}
-        out = np.empty_like(image_vectors)
+        out = np.empty((len(products), self.titles.dim), dtype=np.float32)
         for i, text in enumerate(texts):
             vec = self._cache.get(text) if text else None
-            out[i] = image_vectors[i] if vec is None else vec
+            out[i] = self._untitled(image_vectors[i]) if vec is None else vec
             if text in failed and errors is not None:
                 errors[i] = failed[text]
             if text in self._cache:
@@ -122,16 +126,23 @@ class TitleVectors:
             self._cache.popitem(last=False)
         return out
 
+    def _untitled(self, image_vector: np.ndarray) -> np.ndarray:
+        if self.titles.same_space_as_images:
+            return image_vector
+        if self._empty is None:
+            self._empty = np.asarray(self.titles.encode_documents([""])[0], dtype=np.float32)
+        return self._empty
+
     def _embed(self, texts: list[str]) -> dict[str, Exception]:
         """Cache the vectors of `texts`; returns the texts the encoder raised on (other than "no tokens")."""
-        done, failed = run_isolated(lambda chunk: list(self.encoder.encode_texts(chunk)), texts)
+        done, failed = run_isolated(lambda chunk: list(self.titles.encode_documents(chunk)), texts)
         for chunk, vectors in done:
             for text, vec in zip(chunk, vectors, strict=True):
                 self._cache[text] = np.asarray(vec, dtype=np.float32)
         errors: dict[str, Exception] = {}
         for text, err in failed:
             if isinstance(err, InvalidTextError):
-                log.info("title vector falls back to the image vector: %s", err)
+                log.info("title vector falls back (image vector or empty title): %s", err)
                 self._cache[text] = None
             else:
                 errors[text] = err

@@ -19,15 +19,54 @@ def smoke_dir(settings) -> Path:
 
 
 def build_encoder(settings):
-    """The Visualized BGE encoder named by `settings` (tiny random weights in smoke mode)."""
+    """The image-text encoder named by `settings.encoder` (tiny random weights of the same kind in smoke mode)."""
+    spec = settings.encoder_spec
+    options = {
+        "device": settings.device,
+        "dtype": settings.dtype,
+        "batch_size": settings.encode_batch_size,
+        "max_image_pixels": settings.max_image_pixels,
+        "max_image_bytes": settings.max_image_bytes,
+    }
     if settings.smoke:
-        from mmsearch.testing import tiny_visual_bge_encoder
+        from mmsearch.testing import tiny_dual_encoder, tiny_visual_bge_encoder
 
         log.info(SMOKE_BANNER)
-        return tiny_visual_bge_encoder(smoke_dir(settings) / "visual_bge")
-    from mmsearch.models.encoder import VisualizedBGEEncoder
+        tiny = {"batch_size": settings.encode_batch_size}  # tiny models run on CPU in float32
+        if spec.kind == "visualized-bge":
+            return tiny_visual_bge_encoder(smoke_dir(settings) / "visual_bge", **tiny)
+        return tiny_dual_encoder(spec.kind, smoke_dir(settings) / spec.kind, **tiny)
+    if spec.kind == "visualized-bge":
+        from mmsearch.models.encoder import VisualizedBGEEncoder
 
-    return VisualizedBGEEncoder.from_settings(settings)
+        return VisualizedBGEEncoder.from_pretrained(
+            spec.ref, settings.encoder_weights, settings.encoder_text_model, **options
+        )
+    from mmsearch.models.dual_encoder import DualEncoder
+
+    return DualEncoder.from_pretrained(spec.kind, spec.ref, **options)
+
+
+def build_title_encoder(settings, encoder):
+    """The model behind `text_vector` named by `settings.title_encoder`: the encoder's own text tower ("same")
+    or EmbeddingGemma at the chosen Matryoshka size (a tiny random one in the real layout in smoke mode)."""
+    from mmsearch.models.base import SameSpaceTitles
+
+    spec = settings.title_encoder_spec
+    if spec.kind == "same":
+        return SameSpaceTitles(encoder)
+    options = {"device": settings.device, "dtype": settings.dtype, "batch_size": settings.encode_batch_size}
+    if settings.smoke:
+        from mmsearch.testing import tiny_embeddinggemma
+
+        return tiny_embeddinggemma(
+            smoke_dir(settings) / "embeddinggemma", dim=spec.dim, batch_size=settings.encode_batch_size
+        )
+    from mmsearch.models.title_encoder import SentenceTransformerTitleEncoder
+
+    return SentenceTransformerTitleEncoder.from_pretrained(
+        settings.title_encoder_model, dim=spec.dim, **options
+    )
 
 
 def build_store(settings):
@@ -55,4 +94,11 @@ def build_reranker(settings):
     return Phi3VisionReranker.from_settings(settings)
 
 
-__all__ = ["SMOKE_BANNER", "build_encoder", "build_reranker", "build_store", "smoke_dir"]
+__all__ = [
+    "SMOKE_BANNER",
+    "build_encoder",
+    "build_reranker",
+    "build_store",
+    "build_title_encoder",
+    "smoke_dir",
+]

@@ -16,7 +16,7 @@ from mmsearch.indexer.failures import FailureLog
 from mmsearch.indexer.job import IndexJob, IndexReport
 from mmsearch.indexer.sources import open_source
 from mmsearch.media.fetch import ImageFetcher
-from mmsearch.pipelines.factory import SMOKE_BANNER, build_encoder, build_store
+from mmsearch.pipelines.factory import SMOKE_BANNER, build_encoder, build_store, build_title_encoder
 
 
 def default_failure_log(settings: Settings) -> Path:
@@ -39,6 +39,7 @@ def run_index(
     progress: bool = True,
     encoder: Any = None,
     allow_paths: Sequence[str | Path] = (),
+    title_encoder: Any = None,
 ) -> IndexReport:
     """Index `source` into `settings.collection` at `settings.milvus_uri`.
 
@@ -51,6 +52,7 @@ def run_index(
         workers: concurrent fetch/decode threads.
         encoder: an already built encoder (benchmarks, tests); default: built from `settings`.
         allow_paths: folders, beyond the catalogue's own, that local image paths may resolve to.
+        title_encoder: an already built title encoder; default: built from `settings.title_encoder`.
     """
     src = open_source(
         source,
@@ -63,6 +65,8 @@ def run_index(
     if settings.smoke:
         print(f"*** {SMOKE_BANNER} ***", file=sys.stderr, flush=True)
     encoder = encoder if encoder is not None else build_encoder(settings)
+    if title_encoder is None:
+        title_encoder = build_title_encoder(settings, encoder)
     log_path = Path(failure_log) if failure_log is not None else default_failure_log(settings)
     with (
         build_store(settings) as store,
@@ -78,6 +82,7 @@ def run_index(
             prefetch=prefetch,
             text_vectors=text_vectors,
             progress=progress,
+            title_encoder=title_encoder,
         )
         report = job.run(src)
     report.smoke = settings.smoke

@@ -26,7 +26,7 @@ class SearchRequest:
     instruction: str = ""
     k: int = 9
     filters: Any = None  # mmsearch.store.ProductFilter
-    mode: str = "joint"
+    mode: str | None = None  # None: the encoder's default mode
     weights: tuple[float, float] = DEFAULT_WEIGHTS
     ranker: str = "weighted"
     rrf_k: int = 60
@@ -148,14 +148,14 @@ class SearchPipeline:
             except MMSearchError as err:
                 found = [err] * len(ready)
             total_ms = (time.perf_counter() - t0) * 1e3
-            for (i, query, options), result in zip(ready, found, strict=True):
+            for (i, query, _options), result in zip(ready, found, strict=True):
                 if isinstance(result, MMSearchError):
                     out[i] = result
                     continue
                 out[i] = SearchResult(
                     hits=list(result.hits),
                     retrieved=list(result.hits),
-                    mode=options.mode,
+                    mode=result.mode,
                     timings={**result.timings, "total_ms": total_ms},
                     smoke=self.smoke,
                     request=requests[i],

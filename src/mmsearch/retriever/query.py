@@ -1,31 +1,22 @@
 """Query-side encoding: one unit-norm vector for (image, instruction), separate from the indexer's batch path.
 
-Entry point: `QueryEncoder(encoder).encode(image=..., instruction=...)`. Image + instruction are embedded jointly
-(Visualized BGE's multimodal input); either one alone is allowed, neither is an `InvalidQueryError`.
+Entry point: `QueryEncoder(encoder).encode(query)`. With a joint encoder (Visualized BGE) image + instruction are
+embedded together; a dual encoder (CLIP, SigLIP) embeds the image alone here and the instruction separately
+(`encode_instructions`), for the `fused` and `weighted` modes. Either one alone is allowed, neither is an
+`InvalidQueryError`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from mmsearch.errors import InvalidQueryError
 from mmsearch.limits import MAX_INSTRUCTION_CHARS
 from mmsearch.media.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageSource, open_image
-
-
-class Encoder(Protocol):
-    """What retrieval needs from an encoder (implemented by `mmsearch.models.encoder.VisualizedBGEEncoder`)."""
-
-    model_id: str
-    dim: int
-
-    def encode_images(self, images): ...
-    def encode_texts(self, texts): ...
-    def encode_multimodal(self, images, texts): ...
+from mmsearch.models.base import Encoder
 
 
 @dataclass(frozen=True)
@@ -68,12 +59,15 @@ class QueryEncoder:
         return self.encode_many([query])[0]
 
     def encode_many(self, queries: Sequence[Query]) -> np.ndarray:
-        """Joint embeddings of `queries`, shape (n, dim): one encoder call per kind of query present
+        """Image-side vectors of `queries` (joint embeddings with a joint encoder), shape (n, dim): one encoder
+        call per kind of query present
         (image + instruction, image only, instruction only), each batched by the encoder."""
         out = np.empty((len(queries), self.encoder.dim), dtype=np.float32)
         kinds: dict[str, list[int]] = {"multimodal": [], "image": [], "text": []}
         for i, q in enumerate(queries):
-            kind = "text" if q.image is None else "multimodal" if q.instruction else "image"
+            # A dual encoder has no joint embedding: its image-side vector is the image's alone.
+            joint = q.instruction and self.encoder.supports_joint
+            kind = "text" if q.image is None else "multimodal" if joint else "image"
             kinds[kind].append(i)
         if kinds["multimodal"]:
             idx = kinds["multimodal"]
@@ -88,7 +82,7 @@ class QueryEncoder:
         return out
 
     def encode_instruction(self, query: Query) -> np.ndarray | None:
-        """Text-only embedding of the instruction (matched against product titles), or None without one."""
+        """The instruction through the image-text encoder's text tower (the images' space), or None."""
         return self.encode_instructions([query])[0]
 
     def encode_instructions(self, queries: Sequence[Query]) -> list[np.ndarray | None]:

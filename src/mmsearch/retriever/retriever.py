@@ -1,11 +1,15 @@
 """Dense retrieval over the product index: query → joint embedding → Milvus (plain, hybrid or fused) → typed hits.
 
-Entry points: `Retriever(encoder, store)` with built parts, or `Retriever.from_settings(settings)`.
-Modes (compared by `mmsearch eval`):
-- "joint": the image+instruction embedding against `image_vector` (the default, as in the reference notebook);
-- "weighted": Milvus hybrid search over `image_vector` (joint query) and `text_vector` (instruction text query,
-  the joint vector when there is no instruction), fused by a weighted or RRF ranker;
-- "fused": the query-side weighted sum of the joint and instruction vectors, re-normalised, as one ANN search.
+Entry points: `Retriever(encoder, store, title_encoder=...)` with built parts, or `Retriever.from_settings(settings)`.
+Modes (compared by `mmsearch eval`; `encoder.capabilities` says which apply, `encoder.default_mode` is used when
+a request names none):
+- "joint": the image+instruction embedding against `image_vector` (the default with Visualized BGE, as in the
+  reference notebook); a dual encoder (CLIP, SigLIP) has no such embedding and refuses it;
+- "weighted": Milvus hybrid search over `image_vector` (the image-side query vector) and `text_vector` (the
+  instruction through the title encoder), fused by a weighted or RRF ranker. Without an instruction the image-side
+  vector also queries `text_vector` when titles share its space, else the search is over `image_vector` alone;
+- "fused": the query-side weighted sum of the image-side vector and the instruction's vector from the image-text
+  encoder's own text tower, re-normalised, as one ANN search over `image_vector` (the default with CLIP/SigLIP).
 """
 
 from __future__ import annotations
@@ -13,14 +17,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 
 from mmsearch.errors import InvalidQueryError
 from mmsearch.limits import DEFAULT_RRF_K, MAX_K, MAX_RRF_K
-from mmsearch.retriever.query import Encoder, Query, QueryEncoder
+from mmsearch.models.base import Encoder, SameSpaceTitles, TitleEncoder
+from mmsearch.retriever.query import Query, QueryEncoder
 from mmsearch.types import Hit
 
 SearchMode = Literal["joint", "weighted", "fused"]
@@ -35,7 +40,9 @@ class SearchOptions:
 
     k: int = 10
     filters: object | None = None  # mmsearch.store.filters.ProductFilter
-    mode: SearchMode = "joint"
+    mode: SearchMode | None = (
+        None  # None: the encoder's default (joint for Visualized BGE, fused for CLIP/SigLIP)
+    )
     weights: tuple[float, float] = DEFAULT_WEIGHTS  # (image side, text side)
     ranker: RankerName = "weighted"
     rrf_k: int = DEFAULT_RRF_K
@@ -44,7 +51,7 @@ class SearchOptions:
     def __post_init__(self):
         if not isinstance(self.k, int) or isinstance(self.k, bool) or not 1 <= self.k <= self.max_k:
             raise InvalidQueryError(f"k must be an integer between 1 and {self.max_k}, got {self.k!r}")
-        if self.mode not in SEARCH_MODES:
+        if self.mode is not None and self.mode not in SEARCH_MODES:
             raise InvalidQueryError(f"mode must be one of {', '.join(SEARCH_MODES)}; got {self.mode!r}")
         if self.ranker not in ("weighted", "rrf"):
             raise InvalidQueryError(f"ranker must be 'weighted' or 'rrf', got {self.ranker!r}")
@@ -77,11 +84,14 @@ class RetrievalResult:
 
 @dataclass
 class QueryVectors:
-    """Encoded queries: joint vectors and, when asked for, instruction vectors (the joint one where none)."""
+    """Encoded queries: image-side vectors and, when asked for, instruction vectors in the image space (the
+    image-side one where none) and through the title encoder (`has_title` False where a row has none)."""
 
     joint: np.ndarray  # (n, dim)
     text: np.ndarray | None = None  # (n, dim)
     encode_ms: float = 0.0
+    titles: np.ndarray | None = None  # (n, title_dim)
+    has_title: np.ndarray | None = None  # (n,) bool
 
     def __len__(self) -> int:
         return len(self.joint)
@@ -109,27 +119,41 @@ class Retriever:
         store,
         *,
         query_encoder: QueryEncoder | None = None,
+        title_encoder: TitleEncoder | None = None,
         check_encoder: bool = True,
     ):
         self.encoder = encoder
         self.store = store
         self.query_encoder = query_encoder or QueryEncoder(encoder)
+        self.title_encoder = title_encoder or SameSpaceTitles(encoder)
         if check_encoder:
-            store.check_encoder(encoder_id=encoder.model_id, dim=encoder.dim)
+            store.check_encoder(
+                encoder_id=encoder.model_id,
+                dim=encoder.dim,
+                title_encoder_id=self.title_encoder.model_id,
+                title_dim=self.title_encoder.dim,
+            )
 
     @classmethod
     def from_settings(cls, settings) -> Retriever:
-        from mmsearch.pipelines.factory import build_encoder, build_store
+        from mmsearch.pipelines.factory import build_encoder, build_store, build_title_encoder
 
         encoder = build_encoder(settings)
         store = build_store(settings)
         qe = QueryEncoder(
             encoder, max_image_bytes=settings.max_image_bytes, max_image_pixels=settings.max_image_pixels
         )
-        return cls(encoder, store, query_encoder=qe)
+        return cls(encoder, store, query_encoder=qe, title_encoder=build_title_encoder(settings, encoder))
+
+    def resolve(self, options: SearchOptions) -> SearchOptions:
+        """`options` with its mode filled in (the encoder's default); `UnsupportedModeError` for a mode the
+        encoder cannot serve (joint with CLIP/SigLIP)."""
+        mode = options.mode or self.encoder.default_mode
+        self.encoder.check_mode(mode)
+        return options if mode == options.mode else replace(options, mode=mode)
 
     def search(self, query: Query, options: SearchOptions | None = None) -> RetrievalResult:
-        """Return the top-k hits for `query` under `options` (default: joint mode, k=10)."""
+        """Return the top-k hits for `query` under `options` (default: the encoder's default mode, k=10)."""
         return self.search_many([query], [options or SearchOptions()])[0]
 
     def search_many(
@@ -140,6 +164,7 @@ class Retriever:
             raise InvalidQueryError(
                 f"got {len(queries)} queries and {len(options)} options; expected one each"
             )
+        options = [self.resolve(o) for o in options]
         vectors = self.encode(queries, with_text=any(o.mode != "joint" for o in options))
         return self.search_vectors(vectors, options)
 
@@ -148,13 +173,56 @@ class Retriever:
         once per run and searches every mode from these)."""
         t0 = time.perf_counter()
         joint = self.query_encoder.encode_many(queries)
-        text = None
+        text = titles = has_title = None
         if with_text:
             text = joint.copy()
             for i, vec in enumerate(self.query_encoder.encode_instructions(queries)):
                 if vec is not None:
                     text[i] = vec
-        return QueryVectors(joint, text, (time.perf_counter() - t0) * 1e3)
+            titles, has_title = self._title_queries(queries, joint, text)
+        return QueryVectors(joint, text, (time.perf_counter() - t0) * 1e3, titles, has_title)
+
+    def _title_queries(
+        self, queries: Sequence[Query], joint: np.ndarray, text: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The `text_vector` queries: instructions through the title encoder. Without an instruction a row gets
+        the image-side vector when titles share its space, else none (`has_title` False)."""
+        if self.title_encoder.same_space_as_images:
+            return text, np.ones(len(queries), dtype=bool)  # the same text tower: reuse its vectors
+        has_title = np.array([bool(q.instruction) for q in queries], dtype=bool)
+        titles = np.zeros((len(queries), self.title_encoder.dim), dtype=np.float32)
+        idx = np.flatnonzero(has_title)
+        if len(idx):
+            titles[idx] = self.title_encoder.encode_queries([queries[i].instruction for i in idx])
+        return titles, has_title
+
+    def _weighted(
+        self, vectors: QueryVectors, idx: list[int], opts: SearchOptions, k: int
+    ) -> list[list[Hit]]:
+        """Hybrid search for the rows with a title query; the others search `image_vector` alone."""
+        found: list[list[Hit]] = [[] for _ in idx]
+        hybrid, plain = _weighted_rows(vectors, idx)
+        if hybrid:
+            rows = [idx[j] for j in hybrid]
+            titles = vectors.titles if vectors.titles is not None else vectors.text
+            results = self.store.hybrid_search_batch(
+                vectors.joint[rows],
+                titles[rows],
+                k=k,
+                filters=opts.filters,
+                ranker=opts.ranker,
+                weights=opts.weights,
+                rrf_k=opts.rrf_k,
+            )
+            for j, hits in zip(hybrid, results, strict=True):
+                found[j] = hits
+        if plain:
+            results = self.store.search_batch(
+                vectors.joint[[idx[j] for j in plain]], k=k, filters=opts.filters
+            )
+            for j, hits in zip(plain, results, strict=True):
+                found[j] = hits
+        return found
 
     def search_vectors(
         self, vectors: QueryVectors, options: Sequence[SearchOptions]
@@ -163,6 +231,7 @@ class Retriever:
         (dense modes with the largest k among them, each cut to its own k; hybrid groups share k too)."""
         if len(vectors) != len(options):
             raise InvalidQueryError(f"got {len(vectors)} query vectors and {len(options)} options")
+        options = [self.resolve(o) for o in options]
         groups: dict[tuple, list[int]] = {}
         for i, opts in enumerate(options):
             if opts.mode != "joint" and vectors.text is None:
@@ -179,15 +248,7 @@ class Retriever:
             if first.mode == "joint":
                 found = self.store.search_batch(joint, k=k, filters=first.filters)
             elif first.mode == "weighted":
-                found = self.store.hybrid_search_batch(
-                    joint,
-                    vectors.text[idx],
-                    k=k,
-                    filters=first.filters,
-                    ranker=first.ranker,
-                    weights=first.weights,
-                    rrf_k=first.rrf_k,
-                )
+                found = self._weighted(vectors, idx, first, k)
             else:
                 found = self.store.search_batch(
                     _fuse(joint, vectors.text[idx], first.weights), k=k, filters=first.filters
@@ -200,6 +261,13 @@ class Retriever:
             RetrievalResult(hits=h, mode=o.mode, timings=dict(timings), batch_size=len(options))
             for h, o in zip(hits, options, strict=True)
         ]
+
+
+def _weighted_rows(vectors: QueryVectors, idx: list[int]) -> tuple[list[int], list[int]]:
+    """Positions (within `idx`) of the rows with a title query and of those without."""
+    has = vectors.has_title if vectors.has_title is not None else np.ones(len(vectors), dtype=bool)
+    hybrid = [j for j, i in enumerate(idx) if has[i]]
+    return hybrid, [j for j, i in enumerate(idx) if not has[i]]
 
 
 def _fuse(joint: np.ndarray, text: np.ndarray, weights: tuple[float, float]) -> np.ndarray:
