@@ -60,7 +60,11 @@ def running_server(app, *, timeout_s: float = 60.0) -> Iterator[str]:
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    from mmsearch.api.server import uvicorn_options
+    from mmsearch.config import Settings
+
+    options = uvicorn_options(Settings())  # the edge settings `mmsearch serve` runs with
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options))
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout_s

@@ -224,13 +224,29 @@ def test_streamed_body_over_limit_returns_413_without_content_length(client):
     }
 
 
-def test_upload_with_wrong_content_type_returns_415(client):
-    resp = client.post("/search", files=upload(b"hello", name="notes.txt", content_type="text/plain"))
+def test_upload_that_is_not_an_image_returns_422_whatever_its_content_type(client):
+    resp = client.post("/search", files=upload(b"hello", name="notes.txt", content_type="image/jpeg"))
+    assert resp.status_code == 422
+    assert resp.json() == {
+        "error": "invalid_image",
+        "message": "uploaded image 'notes.txt': not an image (cannot identify format)",
+    }
+
+
+def test_jpeg_declared_as_octet_stream_is_accepted_by_its_bytes(client):
+    """Issue 12: a valid JPEG sent as application/octet-stream was refused with 415."""
+    resp = client.post("/search", files=upload(jpeg(), name="blob", content_type="application/octet-stream"))
+    assert resp.status_code == 200, resp.text
+
+
+def test_image_in_a_format_outside_the_upload_list_returns_415(client):
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (0, 90, 200)).save(buf, format="TIFF")
+    resp = client.post("/search", files=upload(buf.getvalue(), name="scan.tif", content_type="image/jpeg"))
     assert resp.status_code == 415
     assert resp.json() == {
         "error": "unsupported_media_type",
-        "message": "uploaded image 'notes.txt' has content type 'text/plain'; "
-        "expected one of image/jpeg, image/png, image/webp, image/gif, image/bmp",
+        "message": "uploaded image 'scan.tif' is TIFF; expected one of BMP, GIF, JPEG, MPO, PNG, WEBP",
     }
 
 

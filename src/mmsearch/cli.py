@@ -320,17 +320,25 @@ def _add_serve(sub) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_positive_int, default=8000)
     p.add_argument("--no-rerank", action="store_true", help="do not load the reranker")
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="API worker processes (default 1); more than one needs a Milvus server URI, not Milvus Lite",
+    )
     p.set_defaults(func=_run_serve)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from mmsearch.api.server import serve
 
-    from mmsearch.api.app import create_app
-
-    settings = _settings(args)
-    app = create_app(settings, with_reranker=not args.no_rerank)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    serve(
+        _settings(args),
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        with_reranker=not args.no_rerank,
+    )
     return 0
 
 

@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 
 from mmsearch.api.batching import RerankQueue, SearchScheduler
 from mmsearch.api.dependencies import RETRY_INTERVAL_S, PipelineFactory, SearchService, get_settings
+from mmsearch.api.edge import EdgeGuard
 from mmsearch.api.errors import install_error_handlers
 from mmsearch.api.routes import router
 from mmsearch.api.thumbnails import Thumbnailer
@@ -134,6 +135,12 @@ def create_app(
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
+    edge_settings = settings or get_settings()
+    app.add_middleware(
+        EdgeGuard,
+        max_header_bytes=edge_settings.serve_max_header_bytes,
+        body_timeout_s=edge_settings.serve_body_timeout_s,
+    )
     app.include_router(router)
     static_dir = resources.files("mmsearch.api") / "static"
     app.mount("/static", StaticFiles(directory=str(static_dir)), name="static")

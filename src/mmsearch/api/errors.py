@@ -12,8 +12,9 @@ import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from mmsearch.errors import InvalidImageError, MMSearchError
 
@@ -32,6 +33,13 @@ class RequestTooLargeError(MMSearchError):
 
     code = "request_too_large"
     http_status = 413
+
+
+class RequestTimeoutError(MMSearchError):
+    """The request body stopped arriving before it was complete."""
+
+    code = "request_timeout"
+    http_status = 408
 
 
 class ServerBusyError(MMSearchError):
@@ -79,7 +87,15 @@ def _http_code(status: int) -> str:
 async def _domain_error(request: Request, exc: MMSearchError) -> JSONResponse:
     if exc.http_status >= 500:
         log.warning("%s %s -> %d %s: %s", request.method, request.url.path, exc.http_status, exc.code, exc)
-    return JSONResponse(error_body(exc.code, exc.message), status_code=exc.http_status)
+    # After a stalled body the rest of it was never read: the connection cannot carry another request.
+    headers = {"Connection": "close"} if isinstance(exc, RequestTimeoutError) else None
+    return JSONResponse(error_body(exc.code, exc.message), status_code=exc.http_status, headers=headers)
+
+
+async def _client_gone(request: Request, exc: ClientDisconnect) -> Response:
+    # The client hung up mid-request (closed tab, timeout on its side): nothing to answer, nothing broken.
+    log.info("client disconnected during %s %s", request.method, request.url.path)
+    return Response(status_code=499)  # never delivered; the access log shows nginx's "client closed request"
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -113,6 +129,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers: domain errors, request validation, HTTP errors, and anything unexpected."""
     app.add_exception_handler(MMSearchError, _domain_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
@@ -122,6 +139,7 @@ __all__ = [
     "ImageUnavailableError",
     "PipelineUnavailableError",
     "ProductNotFoundError",
+    "RequestTimeoutError",
     "RequestTooLargeError",
     "ServerBusyError",
     "UnsupportedMediaTypeError",

@@ -23,6 +23,8 @@ from mmsearch.retriever.retriever import DEFAULT_WEIGHTS
 from mmsearch.store import ProductFilter
 
 ALLOWED_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp")
+# Decoded formats accepted for a query photo, whatever content type the upload declared (MPO: multi-picture JPEG).
+UPLOAD_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP"})
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 # Room for the text fields and multipart framing on top of the image itself.
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -50,7 +52,8 @@ SEARCH_FORM_SCHEMA: dict[str, Any] = {
         "image": {
             "type": "string",
             "format": "binary",
-            "description": "query photo: " + ", ".join(ALLOWED_IMAGE_TYPES),
+            "description": "query photo (JPEG, PNG, WebP, GIF or BMP, recognised from its bytes whatever "
+            "content type is declared)",
         },
         "instruction": {"type": "string", "description": "e.g. 'phone case with this image theme'"},
         "k": {"type": "integer", "default": 9, "minimum": 1},
@@ -175,18 +178,19 @@ async def _image(form, settings: Settings):
     name = upload.filename or "image"
     if not upload.filename and not upload.size:
         return None
-    content_type = (upload.content_type or "").split(";")[0].strip().lower()
-    if content_type not in ALLOWED_IMAGE_TYPES:
-        raise UnsupportedMediaTypeError(
-            f"uploaded image {name!r} has content type {content_type or 'none'!r}; "
-            f"expected one of {', '.join(ALLOWED_IMAGE_TYPES)}"
-        )
+    # The declared content type is the client's guess (browsers send application/octet-stream for unknown
+    # extensions); the decoded format is what counts.
     data = await upload.read(settings.max_image_bytes + 1)
     if len(data) > settings.max_image_bytes:
         raise ImageTooLargeError(
             f"uploaded image {name!r} is larger than the limit of {settings.max_image_bytes} bytes"
         )
-    return await run_in_threadpool(_decode, data, name, settings)
+    image = await run_in_threadpool(_decode, data, name, settings)
+    if image.format not in UPLOAD_FORMATS:
+        raise UnsupportedMediaTypeError(
+            f"uploaded image {name!r} is {image.format}; expected one of {', '.join(sorted(UPLOAD_FORMATS))}"
+        )
+    return image
 
 
 async def read_search_form(request: Request, settings: Settings) -> SearchRequest:
@@ -225,6 +229,7 @@ async def read_search_form(request: Request, settings: Settings) -> SearchReques
 
 __all__ = [
     "ALLOWED_IMAGE_TYPES",
+    "UPLOAD_FORMATS",
     "FIELDS",
     "FORM_OVERHEAD_BYTES",
     "SEARCH_FORM_SCHEMA",
