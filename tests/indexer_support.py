@@ -102,7 +102,8 @@ def write_catalog(root: Path, n_products: int, images_per_product: int = 2, *, s
 @dataclass
 class ImageServer:
     """Routes: /img/<name> serves `files[name]`; /slow/<name> sleeps `slow_s` first; /flaky/<name> answers 503
-    `flaky_failures` times per name, then the file; anything else is 404. `hits` counts requests per path."""
+    `flaky_failures` times per name, then the file; /trunc/<name> declares the file's length but sends half and
+    closes; anything else is 404. `hits` counts requests per path."""
 
     files: dict[str, bytes] = field(default_factory=dict)
     slow_s: float = 2.0
@@ -136,6 +137,19 @@ def serve_images(files: dict[str, bytes] | None = None, **kwargs) -> Iterator[Im
                 return
             if route in ("img", "slow", "flaky") and name in state.files:
                 self._send(200, state.files[name], "image/jpeg")
+                return
+            if route == "trunc" and name in state.files:  # declares the full length, sends half, hangs up
+                body = state.files[name]
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                self.close_connection = True
                 return
             self._send(404, b"not found")
 

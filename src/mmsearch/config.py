@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     # Input bounds shared by the indexer, the CLI and the API.
     max_image_bytes: int = Field(default=MAX_IMAGE_BYTES, ge=1024)
     max_image_pixels: int = Field(default=MAX_IMAGE_PIXELS, ge=64)
+    # Image downloads: seconds per attempt (connect, each read, and the whole body), and retries of transient errors.
+    fetch_timeout_s: float = Field(default=15.0, gt=0, le=600)
+    fetch_retries: int = Field(default=3, ge=0, le=10)
     max_k: int = Field(default=DEFAULT_MAX_K, ge=1, le=MAX_K)
 
     # API serving (docs/SERVING.md): concurrent searches arriving within `serve_batch_window_ms` are encoded and

@@ -54,7 +54,12 @@ MAX_FAILED_BATCHES = (
 @dataclass
 class IndexReport:
     """Counts and timings of one run. Stages overlap, so read_s + encode_s + write_s may exceed elapsed_s;
-    `wait_s` is the time the encoder sat idle waiting for the next batch."""
+    `wait_s` is the time the encoder sat idle waiting for the next batch.
+
+    `indexed` counts records written; an id met `1 + d` times is written each time (the later wins) and also
+    counted in `duplicates`, so the collection grows by at most `indexed - duplicates`. `failed` counts
+    failure-log entries (one per record or line).
+    """
 
     indexed: int = 0
     skipped_existing: int = 0
@@ -279,7 +284,9 @@ class IndexJob:
         image_vectors = np.stack([v for _, v, _ in rows])
         text_vectors = np.stack([t for _, _, t in rows]) if rows[0][2] is not None else None
         with self._store_lock:
-            return self.store.upsert(products, image_vectors, text_vectors)
+            self.store.upsert(products, image_vectors, text_vectors)
+        # Records written, whatever the store collapsed: a repeated id counts each time, whichever batch it is in.
+        return len(rows)
 
     def _write(self, batch: list[Ready], report: IndexReport, bar: tqdm, with_text: bool) -> int:
         """Encode and upsert one batch, isolating the records that fail; returns the rows written."""

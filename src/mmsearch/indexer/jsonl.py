@@ -70,12 +70,18 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
+def _decode(line: bytes) -> str:
+    return line.decode("utf-8")
+
+
 def parse_line(line: bytes, where: str, *, max_depth: int = MAX_DEPTH) -> tuple[Any, Failure | None]:
-    """Decode and parse one line: (record, None) or (None, failure)."""
+    """Decode and parse one line: (record, None) or (None, failure). Never raises for a bad line."""
     try:
-        text = line.decode("utf-8")
+        text = _decode(line)
     except UnicodeDecodeError as e:
         return None, Failure.of("read", "", where, f"invalid UTF-8 at byte {e.start} ({e.reason})")
+    except Exception as e:  # the boundary: any other decoding problem is this line's failure
+        return None, Failure.of("read", "", where, e)
     try:
         record = json.loads(text)
     except json.JSONDecodeError as e:
@@ -84,6 +90,8 @@ def parse_line(line: bytes, where: str, *, max_depth: int = MAX_DEPTH) -> tuple[
         return None, Failure.of("parse", "", where, f"JSON nested deeper than {max_depth} levels")
     except ValueError as e:  # e.g. an integer literal over Python's 4300-digit limit
         return None, Failure.of("parse", "", where, f"invalid JSON ({e})")
+    except Exception as e:  # the boundary, again
+        return None, Failure.of("parse", "", where, e)
     if _depth_exceeds(record, max_depth):
         return None, Failure.of("parse", "", where, f"JSON nested deeper than {max_depth} levels")
     return record, None

@@ -375,6 +375,8 @@ def open_source(
         raise DataSourceError(f"source {spec!r}: no such file or folder; {expected}")
     if path.is_dir():
         return ImageFolderSource(path, limit=limit)
+    if not path.is_file():  # a FIFO or device would block the reader or never end
+        raise DataSourceError(f"source {spec!r}: not a regular file; {expected}")
     name = path.name.lower()
     if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
         return JsonlSource(path, **record_kwargs)

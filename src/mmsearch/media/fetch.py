@@ -121,6 +121,8 @@ class ImageFetcher:
             "cache_dir": Path(settings.cache_dir) / "images",
             "max_bytes": settings.max_image_bytes,
             "max_pixels": settings.max_image_pixels,
+            "timeout": settings.fetch_timeout_s,
+            "retries": settings.fetch_retries,
         }
         kwargs.update(overrides)
         return cls(**kwargs)
