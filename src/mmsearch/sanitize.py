@@ -22,6 +22,7 @@ _URL_IN_TEXT = re.compile(
     r"(?P<path>[^\s?#]*)(?P<query>\?[^\s#]*)?(?P<fragment>#\S*)?"
 )
 _DATA_URL = re.compile(r"data:(?P<type>[^,;\s]{0,64})[^,\s]*,(?P<payload>\S*)", re.IGNORECASE)
+_TRAILING = ":,;.)]'\""
 MAX_REF_CHARS = 300  # a reference quoted in a message (a data: URL can be megabytes)
 
 
@@ -83,9 +84,12 @@ def redact(text: str) -> str:
 
     def url(m: re.Match[str]) -> str:
         userinfo = "***@" if m.group("userinfo") else ""
+        # Punctuation ending the URL belongs to the sentence ("...?sig=x: HTTP 404"): keep it.
+        last = m.group("fragment") or m.group("query") or ""
+        tail = last[len(last.rstrip(_TRAILING)) :] if len(last) > 1 else ""
         query = "?***" if m.group("query") else ""
         fragment = "#***" if m.group("fragment") else ""
-        return f"{m.group('scheme')}://{userinfo}{m.group('host')}{m.group('path')}{query}{fragment}"
+        return f"{m.group('scheme')}://{userinfo}{m.group('host')}{m.group('path')}{query}{fragment}{tail}"
 
     def data(m: re.Match[str]) -> str:
         return f"data:{m.group('type')},<{len(m.group('payload'))} chars>"
