@@ -1,4 +1,4 @@
-"""HTTP endpoints: `POST /search`, `GET /images`, `GET /healthz`, and the web page at `/`.
+"""HTTP endpoints: `POST /search`, `POST /search/batch`, `GET /images`, `GET /healthz`, and the web page at `/`.
 
 Entry point: `router`, included by `mmsearch.api.app.create_app`. Handlers hold no try/except: errors are
 mapped to HTTP in `mmsearch.api.errors`. Model and Milvus work goes through the single inference worker.
@@ -14,10 +14,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from mmsearch.api.batch import BATCH_BODY_SCHEMA, read_batch
 from mmsearch.api.dependencies import PipelineDep, SearchService, ServiceDep, SettingsDep
-from mmsearch.api.errors import ImageUnavailableError, ProductNotFoundError
+from mmsearch.api.errors import ImageUnavailableError, ProductNotFoundError, error_body
 from mmsearch.api.forms import SEARCH_FORM_SCHEMA, read_search_form
-from mmsearch.pipelines import SearchResult
+from mmsearch.errors import MMSearchError
+from mmsearch.pipelines import SearchRequest, SearchResult
 
 router = APIRouter()
 
@@ -77,6 +79,33 @@ async def search(
     result = await service.scheduler.search(pipeline, search_request)
     service.thumbnails.remember(result.hits)
     return search_response(result)
+
+
+@router.post(
+    "/search/batch",
+    summary="Several searches in one JSON request (images as URLs or indexed product ids)",
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": BATCH_BODY_SCHEMA}}}
+    },
+    responses=_errors(413, 415, 422, 503),
+)
+async def search_batch(request: Request, service: ServiceDep, pipeline: PipelineDep) -> dict[str, Any]:
+    """JSON `{"queries": [...]}`, at most `MMSEARCH_SERVE_MAX_BATCH` (16) queries, each with the `POST /search`
+    fields plus `image` (an http(s) URL the server fetches with the upload limits) or `image_id` (an indexed
+    product). Answers `{"results": [...]}` in query order: each the `POST /search` body, or `{"error", "message"}`
+    for a query that failed on its own. The queries join the server's shared batches."""
+    requests = await read_batch(request, service, pipeline)
+    valid = [r for r in requests if isinstance(r, SearchRequest)]
+    found = iter(await service.scheduler.search_many(pipeline, valid) if valid else [])
+    results: list[dict[str, Any]] = []
+    for i, item in enumerate(requests):
+        result = item if isinstance(item, MMSearchError) else next(found)
+        if isinstance(result, MMSearchError):
+            results.append({"index": i, **error_body(result.code, result.message)})
+        else:
+            service.thumbnails.remember(result.hits)
+            results.append({"index": i, **search_response(result)})
+    return {"results": results}
 
 
 async def _thumbnail(product_id: str, service: SearchService) -> Response:
