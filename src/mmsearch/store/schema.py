@@ -186,9 +186,10 @@ class IndexConfig:
     """A vector index type with its build and search parameters (COSINE throughout).
 
     Defaults measured with `benchmarks/milvus_store.py` (768-d clustered vectors, top-10, 2 cores):
-    - HNSW M=16, efConstruction=200, ef=512 (raised to k when k is larger). Milvus 2.3.5 server, 20k rows
-      flushed and indexed: recall@10 0.91 / 0.978 / 0.998 / 1.0 at ef 128 / 256 / 512 / 1024, all ~40 ms (the
-      Strong-consistency wait dominates); at 100k rows ef 256 gave 0.904. Before a flush a server searches new
+    - HNSW M=16, efConstruction=200, ef=768 (raised to k when k is larger). Milvus 2.3.5 server, 20k rows
+      flushed and indexed: recall@10 0.91 / 0.978 / 0.998 / 1.0 at ef 128 / 256 / 512 / 1024. At 100k rows
+      (image vector only, fully indexed): 0.962 / 0.985 / 0.99 at ef 512 / 768 / 1024 (ef 256: 0.904), so 768
+      is the least ef that clears 0.98 (benchmarks/RESULTS.md, issue 12). Before a flush a server searches new
       rows through a coarse interim index (0.92 at 10k), so the indexer should call `flush()` at the end.
       Milvus Lite 3.2.2 searches with ef >= 1024 (`milvus.LITE_MIN_EF`): its per-query Python overhead hides
       the cost; recall@10 0.999 at 10k rows, 0.945 at 100k (0.86 at ef 256).
@@ -219,7 +220,7 @@ class IndexConfig:
 
 INDEX_DEFAULTS: dict[str, IndexConfig] = {
     "FLAT": IndexConfig("FLAT"),
-    "HNSW": IndexConfig("HNSW", build={"M": 16, "efConstruction": 200}, search={"ef": 512}),
+    "HNSW": IndexConfig("HNSW", build={"M": 16, "efConstruction": 200}, search={"ef": 768}),
     "IVF_FLAT": IndexConfig("IVF_FLAT", build={"nlist": 1024}, search={"nprobe": 32}),
 }
 DEFAULT_INDEX_TYPE = "HNSW"
