@@ -2,6 +2,8 @@
 `encode_images` vs a one-image-at-a-time loop like the bootcamp notebook's (`encode(image=path).tolist()[0]`).
 
 Run: `python benchmarks/encode_throughput.py --device cpu --n-images 64 --out bench_encode.json`.
+With `--encoder NAME` (repeatable: visualized-bge-base, visualized-bge-m3, clip, siglip) it instead times batched
+`encode_images` of each encoder at full size in one run, with speed ratios between them (`full_size_encoders`).
 Writes one JSON object to stdout and, with --out, to a file. Random weights: speed only, never quality.
 """
 
@@ -25,6 +27,9 @@ from transformers import AutoTokenizer
 from mmsearch.models.encoder import VisualizedBGEEncoder
 from mmsearch.models.visualized_bge import VisualizedBGE, VisualizedBGEConfig
 from mmsearch.testing.visual_bge import build_tiny_visual_bge
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from full_size_encoders import ENCODERS, compare_encoders  # noqa: E402
 
 
 def peak_rss_mb() -> float:
@@ -112,9 +117,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--source-size", type=int, nargs=2, default=(640, 480), metavar=("W", "H"))
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--encoder",
+        action="append",
+        choices=ENCODERS,
+        help="compare these encoders (repeat the option) instead of batched vs per-image Visualized BGE",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.encoder:
+        return _compare(args)
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -195,6 +208,46 @@ def main(argv: list[str] | None = None) -> dict:
         result["batched_other_dtype"] = extra
     if is_cuda:
         result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return result
+
+
+def _compare(args: argparse.Namespace) -> dict:
+    names = list(dict.fromkeys(args.encoder))
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        paths = write_images(tmp, args.n_images, tuple(args.source_size))
+        load_before = os.getloadavg()[0]
+        encoders = compare_encoders(
+            names,
+            paths,
+            tmp,
+            device=args.device,
+            dtype=args.dtype,
+            batch_size=args.batch_size,
+            rounds=args.rounds,
+        )
+        load_after = os.getloadavg()[0]
+    result = {
+        "benchmark": "encoder_compare_encode_images",
+        "weights": "random (PyTorch default init), full official configs; speed only",
+        "what": "batched encode_images: decode + preprocess + forward, per encoder, round-robin",
+        "source_images": f"{len(paths)} JPEG {args.source_size[0]}x{args.source_size[1]}",
+        "device_name": torch.cuda.get_device_name()
+        if torch.cuda.is_available() and args.device != "cpu"
+        else platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": {"before": round(load_before, 2), "after": round(load_after, 2)},
+        "batch_size": args.batch_size,
+        "rounds": args.rounds,
+        "encoders": encoders,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
