@@ -101,9 +101,30 @@ def test_search_text_only_title_side_ranks_matching_title_first(client, indexed)
         "mode": "weighted",
         "weights": [0.0, 1.0],
         "ranker": "weighted",
+        "one_per_product": True,
         "rerank": False,
         "filters": None,
     }
+
+
+def test_search_hybrid_bm25_matches_the_title_words(client, indexed):
+    """Issue 13: the instruction's BM25 match on titles, fused with the dense vector (weights dense, lexical)."""
+    catalog, _ = indexed
+    resp = client.post(
+        "/search",
+        files=upload(catalog.query_image.read_bytes()),
+        data={"instruction": "stainless toaster", "k": "3", "mode": "hybrid-bm25", "weights": "0.1,0.9"},
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert (body["mode"], body["query"]["mode"]) == ("hybrid-bm25", "hybrid-bm25")
+    assert body["hits"][0]["title"] == catalog.title("B0TOASTER01")
+
+
+def test_search_one_per_product_is_a_form_field(client, indexed):
+    resp = client.post("/search", data={"instruction": "case", "one_per_product": "maybe"})
+    assert resp.status_code == 422
+    assert resp.json()["message"] == "one_per_product must be true or false, got 'maybe'"
 
 
 def test_search_hits_carry_product_fields_and_thumbnail_urls(client, indexed):
@@ -305,7 +326,7 @@ def test_unknown_mode_returns_422(client):
     assert resp.status_code == 422
     assert resp.json() == {
         "error": "invalid_query",
-        "message": "mode must be one of joint, weighted, fused; got 'magic'",
+        "message": "mode must be one of joint, weighted, fused, hybrid-bm25; got 'magic'",
     }
 
 

@@ -114,3 +114,12 @@ def test_missing_real_weights_offline_is_one_line_error(tmp_path, capsys, monkey
     err = capsys.readouterr().err
     assert err.startswith("mmsearch search: error:") and err.count("\n") == 1
     assert "missing.pth" in err
+
+
+def test_search_hybrid_bm25_mode_runs_in_smoke_mode(indexed, capsys):
+    common, catalog, _ = indexed
+    args = ["search", *common, "--text", "number 2", "--mode", "hybrid-bm25", "--all-images", "--json"]
+    assert main(args) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["mode"] == "hybrid-bm25"
+    assert payload["query"]["one_per_product"] is False

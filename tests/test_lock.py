@@ -14,7 +14,12 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parents[1]
 LOCK_LINE = re.compile(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==([^\s\\;]+)")
 # The platform the lock was compiled for (Makefile `lock`): markers are evaluated there, not on the test machine.
-LOCK_ENV = {"platform_system": "Linux", "platform_machine": "x86_64", "sys_platform": "linux", "python_version": "3.11"}
+LOCK_ENV = {
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "sys_platform": "linux",
+    "python_version": "3.11",
+}
 
 
 def _locked() -> dict[str, Version]:
@@ -46,7 +51,9 @@ def test_declared_range_admits_the_locked_version(req):
         pytest.skip(f"{req.name} is not used on the lock's platform")
     locked = _locked()
     name = canonicalize_name(req.name)
-    assert name in locked, f"{req.name} is declared in pyproject.toml but missing from requirements.lock (run make lock)"
+    assert name in locked, (
+        f"{req.name} is declared in pyproject.toml but missing from requirements.lock (run make lock)"
+    )
     assert req.specifier.contains(locked[name], prereleases=True), (
         f"{req.name}: pyproject says {req.specifier}, the lock has {locked[name]} (run make lock)"
     )

@@ -91,6 +91,8 @@ def test_open_image_refuses_unsupported_format():
 def test_open_image_checks_pil_input_pixels():
     with pytest.raises(InvalidImageError, match="pixels exceeds the limit of 100"):
         open_image(Image.new("RGB", (20, 20)), max_pixels=100)
+
+
 def test_damaged_header_of_a_known_format_is_reported_as_corrupt_not_as_not_an_image():
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), "red").save(buf, format="JPEG")

@@ -50,7 +50,7 @@ def test_image_only_query_returns_its_own_product_first(retriever, indexed):
 def test_search_returns_k_distinct_hits_sorted_by_score(retriever, indexed):
     result = retriever.search(
         Query(image=indexed[2] / "img" / "p0_0.jpg", instruction="a phone case with this on it"),
-        SearchOptions(k=7),
+        SearchOptions(k=7, one_per_product=False),
     )
     ids = [h.id for h in result.hits]
     scores = [h.score for h in result.hits]
@@ -88,7 +88,7 @@ def test_query_without_image_or_text_is_rejected():
     ("options", "message"),
     [
         ({"k": 0}, "k must be an integer between 1 and 1000, got 0"),
-        ({"mode": "magic"}, "mode must be one of joint, weighted, fused; got 'magic'"),
+        ({"mode": "magic"}, "mode must be one of joint, weighted, fused, hybrid-bm25; got 'magic'"),
         ({"weights": (-1.0, 1.0)}, "weights must be two finite non-negative numbers"),
         ({"weights": (0.0, 0.0)}, "weights must be two finite non-negative numbers"),
         ({"ranker": "borda"}, "ranker must be 'weighted' or 'rrf', got 'borda'"),
@@ -177,3 +177,39 @@ def test_pipeline_result_to_dict_is_json_ready(pipeline_parts):
     payload = json.loads(json.dumps(result.to_dict()))
     assert [h["rank"] for h in payload["hits"]] == [1, 2, 3]
     assert payload["rerank"]["status"] == "ok"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 13: one slot per product by default, and the hybrid-bm25 mode, through the real index job.
+
+
+@pytest.mark.parametrize("mode", ["joint", "weighted", "fused", "hybrid-bm25"])
+def test_every_mode_gives_one_slot_per_product_by_default(retriever, indexed, mode):
+    result = retriever.search(
+        Query(image=indexed[2] / "img" / "p0_0.jpg", instruction="product number"),
+        SearchOptions(k=6, mode=mode),
+    )
+    parents = [h.parent_asin for h in result.hits]
+    assert len(parents) == 6 and len(set(parents)) == 6, parents
+
+
+def test_one_per_product_off_lists_every_image(retriever, indexed):
+    result = retriever.search(
+        Query(image=indexed[2] / "img" / "p0_0.jpg"), SearchOptions(k=12, one_per_product=False)
+    )
+    assert len({h.id for h in result.hits}) == 12
+
+
+def test_hybrid_bm25_brings_the_title_words_forward(retriever, indexed):
+    """'number 4' matches product 4's title exactly; the tiny random encoder knows nothing of it."""
+    query = Query(image=indexed[2] / "img" / "p0_0.jpg", instruction="number 4")
+    fused = retriever.search(
+        query, SearchOptions(k=3, mode="hybrid-bm25", ranker="weighted", weights=(0.1, 0.9))
+    )
+    assert fused.mode == "hybrid-bm25"
+    assert fused.hits[0].parent_asin == "B000000004", [h.title for h in fused.hits]
+
+
+def test_hybrid_bm25_without_instruction_is_a_clear_error(retriever, indexed):
+    with pytest.raises(InvalidQueryError, match="mode hybrid-bm25 matches the instruction's words"):
+        retriever.search(Query(image=indexed[2] / "img" / "p0_0.jpg"), SearchOptions(mode="hybrid-bm25"))

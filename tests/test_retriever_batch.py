@@ -62,7 +62,10 @@ def test_search_many_returns_what_single_searches_return(retriever, indexed, mod
 
 def test_search_many_keeps_each_querys_filter(retriever, indexed):
     queries = _queries(indexed[2])[:2]
-    options = [SearchOptions(k=4), SearchOptions(k=4, filters=ProductFilter(ids=["B000000002:0", "B000000002:1"]))]
+    options = [
+        SearchOptions(k=4),
+        SearchOptions(k=4, filters=ProductFilter(ids=["B000000002:0", "B000000002:1"])),
+    ]
     joint, filtered = retriever.search_many(queries, options)
     assert {h.id for h in filtered.hits} <= {"B000000002:0", "B000000002:1"}
     assert len(joint.hits) == 4

@@ -215,10 +215,22 @@ def _add_search(sub) -> None:
         help="retrieval mode (default: the encoder's: joint for Visualized BGE, fused for CLIP/SigLIP)",
     )
     p.add_argument(
-        "--weights", type=_weights, default=(0.7, 0.3), help="IMAGE,TEXT weights for weighted/fused"
+        "--weights",
+        type=_weights,
+        default=(0.7, 0.3),
+        help="IMAGE,TEXT weights for weighted/fused (DENSE,LEXICAL for hybrid-bm25)",
     )
     p.add_argument(
-        "--ranker", choices=["weighted", "rrf"], default="weighted", help="hybrid fusion for --mode weighted"
+        "--ranker",
+        choices=["weighted", "rrf"],
+        default="weighted",
+        help="hybrid fusion for --mode weighted / hybrid-bm25",
+    )
+    p.add_argument(
+        "--all-images",
+        dest="one_per_product",
+        action="store_false",
+        help="list every matching image (default: one result per product, its best image)",
     )
     p.add_argument("--rerank", action="store_true", help="rerank the top-k with Phi-3 Vision")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -301,6 +313,7 @@ def _run_search(args: argparse.Namespace) -> int:
             mode=args.mode,
             weights=args.weights,
             ranker=args.ranker,
+            one_per_product=args.one_per_product,
             rerank=args.rerank,
         )
     )

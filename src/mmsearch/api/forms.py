@@ -19,7 +19,7 @@ from mmsearch.config import Settings
 from mmsearch.errors import ImageTooLargeError, InvalidFilterError, InvalidImageError, InvalidQueryError
 from mmsearch.media.decode import open_image
 from mmsearch.pipelines import SearchRequest
-from mmsearch.retriever.retriever import DEFAULT_WEIGHTS
+from mmsearch.retriever.retriever import DEFAULT_WEIGHTS, SEARCH_MODES
 from mmsearch.store import ProductFilter
 
 ALLOWED_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp")
@@ -40,6 +40,7 @@ FIELDS = (
     "mode",
     "weights",
     "ranker",
+    "one_per_product",
     "rerank",
 )
 _TRUE = {"1", "true", "on", "yes"}
@@ -63,11 +64,20 @@ SEARCH_FORM_SCHEMA: dict[str, Any] = {
         "min_rating": {"type": "number", "minimum": 0, "maximum": 5},
         "mode": {
             "type": "string",
-            "enum": ["joint", "weighted", "fused"],
+            "enum": list(SEARCH_MODES),
             "description": "default: the encoder's (joint for Visualized BGE, fused for CLIP/SigLIP)",
         },
-        "weights": {"type": "string", "default": "0.7,0.3", "description": "IMAGE,TEXT for weighted/fused"},
+        "weights": {
+            "type": "string",
+            "default": "0.7,0.3",
+            "description": "IMAGE,TEXT for weighted/fused; DENSE,LEXICAL for hybrid-bm25",
+        },
         "ranker": {"type": "string", "enum": ["weighted", "rrf"], "default": "weighted"},
+        "one_per_product": {
+            "type": "boolean",
+            "default": True,
+            "description": "one result per product (its best-scoring image); false lists every image",
+        },
         "rerank": {"type": "boolean", "default": False},
     },
 }
@@ -134,8 +144,11 @@ def _number(form, name: str) -> float | None:
         raise InvalidFilterError(f"invalid filter {name}={raw!r}: expected a number") from None
 
 
-def _bool(form, name: str) -> bool:
-    raw = (_text(form, name) or "").lower()
+def _bool(form, name: str, default: bool = False) -> bool:
+    raw = _text(form, name)
+    if raw is None:
+        return default
+    raw = raw.lower()
     if raw in _TRUE:
         return True
     if raw in _FALSE:
@@ -223,6 +236,7 @@ async def read_search_form(request: Request, settings: Settings) -> SearchReques
             mode=_text(form, "mode") or None,
             weights=_weights(form),
             ranker=_text(form, "ranker") or "weighted",
+            one_per_product=_bool(form, "one_per_product", default=True),
             rerank=_bool(form, "rerank"),
         )
 

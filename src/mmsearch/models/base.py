@@ -7,7 +7,9 @@ encoder). Every output is (n, dim) float32 with L2-normalised rows.
 Retrieval modes an encoder can serve (`Encoder.capabilities`):
 - "joint": one embedding of image + instruction together (needs `encode_multimodal`: Visualized BGE);
 - "weighted": image vector vs `image_vector` and instruction vs `text_vector`, fused by Milvus' ranker;
-- "fused": query-side weighted sum of the image vector and the instruction's text vector, one ANN search.
+- "fused": query-side weighted sum of the image vector and the instruction's text vector, one ANN search;
+- "hybrid-bm25": the image-side vector vs `image_vector` fused with the instruction's BM25 match on titles
+  (computed by Milvus; any encoder serves it).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ if TYPE_CHECKING:
 
     from mmsearch.media.decode import ImageSource
 
-ALL_MODES = frozenset({"joint", "weighted", "fused"})
-DUAL_ENCODER_MODES = frozenset({"weighted", "fused"})
+ALL_MODES = frozenset({"joint", "weighted", "fused", "hybrid-bm25"})
+DUAL_ENCODER_MODES = frozenset({"weighted", "fused", "hybrid-bm25"})
 
 
 class Encoder(ABC):

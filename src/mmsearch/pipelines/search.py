@@ -31,6 +31,7 @@ class SearchRequest:
     ranker: str = "weighted"
     rrf_k: int = 60
     rerank: bool = False
+    one_per_product: bool = True  # one slot per product (its best image); False lists every matching image
 
     def describe(self) -> dict[str, Any]:
         """The query as the API and `mmsearch search --json` echo it (the image itself is left out)."""
@@ -42,6 +43,7 @@ class SearchRequest:
             "mode": self.mode,
             "weights": list(self.weights),
             "ranker": self.ranker,
+            "one_per_product": self.one_per_product,
             "rerank": self.rerank,
             "filters": None
             if filters is None or getattr(filters, "is_empty", False)
@@ -122,6 +124,7 @@ class SearchPipeline:
             ranker=request.ranker,
             rrf_k=request.rrf_k,
             max_k=self.max_k,
+            one_per_product=request.one_per_product,
         )
         image = None
         if request.image is not None:

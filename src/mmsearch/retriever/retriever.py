@@ -9,7 +9,11 @@ a request names none):
   instruction through the title encoder), fused by a weighted or RRF ranker. Without an instruction the image-side
   vector also queries `text_vector` when titles share its space, else the search is over `image_vector` alone;
 - "fused": the query-side weighted sum of the image-side vector and the instruction's vector from the image-text
-  encoder's own text tower, re-normalised, as one ANN search over `image_vector` (the default with CLIP/SigLIP).
+  encoder's own text tower, re-normalised, as one ANN search over `image_vector` (the default with CLIP/SigLIP);
+- "hybrid-bm25": Milvus hybrid search fusing the image-side vector against `image_vector` with the instruction's
+  BM25 match on product titles (a Milvus BM25 function; Milvus >= 2.5 or Lite), by a weighted (dense, lexical) or
+  RRF ranker. Brand and model words ("OtterBox", "iPhone 15") that a dense vector blurs match exactly here.
+Every mode gives one slot per product (its best-scoring image) unless `one_per_product=False`.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ from mmsearch.models.base import Encoder, SameSpaceTitles, TitleEncoder
 from mmsearch.retriever.query import Query, QueryEncoder
 from mmsearch.types import Hit
 
-SearchMode = Literal["joint", "weighted", "fused"]
-SEARCH_MODES: tuple[str, ...] = ("joint", "weighted", "fused")
+SearchMode = Literal["joint", "weighted", "fused", "hybrid-bm25"]
+SEARCH_MODES: tuple[str, ...] = ("joint", "weighted", "fused", "hybrid-bm25")
+# Modes that search with the instruction's vectors (hybrid-bm25 uses its words instead).
+TEXT_VECTOR_MODES = ("weighted", "fused")
 RankerName = Literal["weighted", "rrf"]
 DEFAULT_WEIGHTS = (0.7, 0.3)
 
@@ -43,10 +49,11 @@ class SearchOptions:
     mode: SearchMode | None = (
         None  # None: the encoder's default (joint for Visualized BGE, fused for CLIP/SigLIP)
     )
-    weights: tuple[float, float] = DEFAULT_WEIGHTS  # (image side, text side)
+    weights: tuple[float, float] = DEFAULT_WEIGHTS  # (image side, text side); hybrid-bm25: (dense, lexical)
     ranker: RankerName = "weighted"
     rrf_k: int = DEFAULT_RRF_K
     max_k: int = MAX_K
+    one_per_product: bool = True  # one slot per product (parent_asin), its best-scoring image
 
     def __post_init__(self):
         if not isinstance(self.k, int) or isinstance(self.k, bool) or not 1 <= self.k <= self.max_k:
@@ -92,6 +99,7 @@ class QueryVectors:
     encode_ms: float = 0.0
     titles: np.ndarray | None = None  # (n, title_dim)
     has_title: np.ndarray | None = None  # (n,) bool
+    instructions: list[str] = field(default_factory=list)  # the words hybrid-bm25 matches against titles
 
     def __len__(self) -> int:
         return len(self.joint)
@@ -103,11 +111,11 @@ def _group_key(opts: SearchOptions) -> tuple:
         filters.to_expr() if hasattr(filters, "to_expr") else repr(filters)
     )  # the store refuses non-filters
     if opts.mode == "joint":
-        return ("joint", expr)
+        return ("joint", expr, opts.one_per_product)
     if opts.mode == "fused":
-        return ("fused", expr, opts.weights)
+        return ("fused", expr, opts.weights, opts.one_per_product)
     # Hybrid fusion ranks each side's top-k, so a larger k changes the fused order: k is part of the group.
-    return ("weighted", expr, opts.ranker, opts.weights, opts.rrf_k, opts.k)
+    return (opts.mode, expr, opts.ranker, opts.weights, opts.rrf_k, opts.k, opts.one_per_product)
 
 
 class Retriever:
@@ -165,7 +173,7 @@ class Retriever:
                 f"got {len(queries)} queries and {len(options)} options; expected one each"
             )
         options = [self.resolve(o) for o in options]
-        vectors = self.encode(queries, with_text=any(o.mode != "joint" for o in options))
+        vectors = self.encode(queries, with_text=any(o.mode in TEXT_VECTOR_MODES for o in options))
         return self.search_vectors(vectors, options)
 
     def encode(self, queries: Sequence[Query], *, with_text: bool = True) -> QueryVectors:
@@ -180,7 +188,8 @@ class Retriever:
                 if vec is not None:
                     text[i] = vec
             titles, has_title = self._title_queries(queries, joint, text)
-        return QueryVectors(joint, text, (time.perf_counter() - t0) * 1e3, titles, has_title)
+        instructions = [q.instruction for q in queries]
+        return QueryVectors(joint, text, (time.perf_counter() - t0) * 1e3, titles, has_title, instructions)
 
     def _title_queries(
         self, queries: Sequence[Query], joint: np.ndarray, text: np.ndarray
@@ -213,12 +222,16 @@ class Retriever:
                 ranker=opts.ranker,
                 weights=opts.weights,
                 rrf_k=opts.rrf_k,
+                one_per_product=opts.one_per_product,
             )
             for j, hits in zip(hybrid, results, strict=True):
                 found[j] = hits
         if plain:
             results = self.store.search_batch(
-                vectors.joint[[idx[j] for j in plain]], k=k, filters=opts.filters
+                vectors.joint[[idx[j] for j in plain]],
+                k=k,
+                filters=opts.filters,
+                one_per_product=opts.one_per_product,
             )
             for j, hits in zip(plain, results, strict=True):
                 found[j] = hits
@@ -234,9 +247,14 @@ class Retriever:
         options = [self.resolve(o) for o in options]
         groups: dict[tuple, list[int]] = {}
         for i, opts in enumerate(options):
-            if opts.mode != "joint" and vectors.text is None:
+            if opts.mode in TEXT_VECTOR_MODES and vectors.text is None:
                 raise InvalidQueryError(
                     f"mode {opts.mode!r} needs instruction vectors; encode with_text=True"
+                )
+            if opts.mode == "hybrid-bm25" and not (vectors.instructions[i : i + 1] or [""])[0].strip():
+                raise InvalidQueryError(
+                    "mode hybrid-bm25 matches the instruction's words against product titles; this query has "
+                    "no instruction (use another mode for an image alone)"
                 )
             groups.setdefault(_group_key(opts), []).append(i)
         hits: list[list[Hit]] = [[] for _ in options]
@@ -245,14 +263,22 @@ class Retriever:
             first = options[idx[0]]
             k = max(options[i].k for i in idx)
             joint = vectors.joint[idx]  # (g, dim)
+            common = {"k": k, "filters": first.filters, "one_per_product": first.one_per_product}
             if first.mode == "joint":
-                found = self.store.search_batch(joint, k=k, filters=first.filters)
+                found = self.store.search_batch(joint, **common)
             elif first.mode == "weighted":
                 found = self._weighted(vectors, idx, first, k)
-            else:
-                found = self.store.search_batch(
-                    _fuse(joint, vectors.text[idx], first.weights), k=k, filters=first.filters
+            elif first.mode == "hybrid-bm25":
+                found = self.store.lexical_search_batch(
+                    joint,
+                    [vectors.instructions[i] for i in idx],
+                    ranker=first.ranker,
+                    weights=first.weights,
+                    rrf_k=first.rrf_k,
+                    **common,
                 )
+            else:
+                found = self.store.search_batch(_fuse(joint, vectors.text[idx], first.weights), **common)
             for i, per_query in zip(idx, found, strict=True):
                 hits[i] = list(per_query[: options[i].k])
         search_ms = (time.perf_counter() - t0) * 1e3
@@ -279,6 +305,7 @@ def _fuse(joint: np.ndarray, text: np.ndarray, weights: tuple[float, float]) -> 
 
 
 __all__ = [
+    "TEXT_VECTOR_MODES",
     "QueryVectors",
     "DEFAULT_WEIGHTS",
     "SEARCH_MODES",

@@ -210,6 +210,7 @@ form.addEventListener("submit", async (e) => {
     if (text(name)) fd.append(name, text(name));
   }
   fd.append("mode", $("mode").value);
+  fd.append("one_per_product", $("one_per_product").checked ? "true" : "false");
   if (text("weights")) fd.append("weights", text("weights"));
   fd.append("rerank", $("rerank").checked ? "true" : "false");
 
