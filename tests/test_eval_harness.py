@@ -202,9 +202,9 @@ def test_ranking_keys_use_labels_drop_exclusions_and_repeat_products():
     [
         (
             {"modes": ["joint", "sideways"]},
-            "unknown mode 'sideways'; expected some of joint, weighted, fused",
+            "unknown mode 'sideways'; expected some of joint, weighted, fused, hybrid-bm25",
         ),
-        ({"modes": []}, "modes must name at least one of joint, weighted, fused"),
+        ({"modes": []}, "modes must name at least one of joint, weighted, fused, hybrid-bm25"),
         ({"k": 0}, "k must be an integer between 1 and 1000, got 0"),
         ({"rerank": True}, "rerank=True needs a reranker; none was given"),
     ],
