@@ -74,6 +74,10 @@ def _decode(line: bytes) -> str:
     return line.decode("utf-8")
 
 
+def _loads(text: str) -> Any:
+    return json.loads(text)
+
+
 def parse_line(line: bytes, where: str, *, max_depth: int = MAX_DEPTH) -> tuple[Any, Failure | None]:
     """Decode and parse one line: (record, None) or (None, failure). Never raises for a bad line."""
     try:
@@ -83,7 +87,7 @@ def parse_line(line: bytes, where: str, *, max_depth: int = MAX_DEPTH) -> tuple[
     except Exception as e:  # the boundary: any other decoding problem is this line's failure
         return None, Failure.of("read", "", where, e)
     try:
-        record = json.loads(text)
+        record = _loads(text)
     except json.JSONDecodeError as e:
         return None, Failure.of("parse", "", where, f"invalid JSON ({e.msg} at column {e.colno})")
     except RecursionError:
