@@ -1,7 +1,8 @@
 """Runs a labelled query set through the search pipeline and scores it, per retrieval mode, with and without reranking.
 
 Entry point: `evaluate(pipeline_or_retriever, queries, modes=..., k=10, rerank=False) -> EvalReport`, whose
-`to_dict()` is the JSON report and `format_table()` the readable one. With reranking, each query runs once:
+`to_dict()` is the JSON report and `format_table()` the readable one. Each query is encoded once per run and
+searched in batches in every mode (`_retrieve_all`). With reranking, each query runs once per mode:
 the retrieval order (`SearchResult.retrieved`) and the reranked order (`SearchResult.hits`) come from the same
 candidates, so the uplift is paired per query and gets a paired-bootstrap confidence interval.
 """
@@ -21,11 +22,13 @@ from mmsearch.errors import InvalidQueryError
 from mmsearch.evaluation.datasets import EvalQuery, EvalSet
 from mmsearch.evaluation.metrics import METRIC_NAMES, mean_metrics, paired_bootstrap, query_metrics
 from mmsearch.pipelines.factory import SMOKE_BANNER
-from mmsearch.pipelines.search import SearchPipeline, SearchRequest
+from mmsearch.pipelines.search import SearchPipeline, SearchResult
+from mmsearch.retriever import Query, SearchOptions
 from mmsearch.retriever.retriever import DEFAULT_WEIGHTS, SEARCH_MODES
 from mmsearch.types import Hit
 
 RERANK_STATUSES = ("ok", "repaired", "fallback", "skipped")
+EVAL_BATCH = 32  # queries encoded together and searched in one Milvus call per mode
 SHORT_NAMES = {
     "recall@1": "R@1",
     "recall@5": "R@5",
@@ -178,6 +181,54 @@ def _mean_timings(rows: list[dict[str, float]]) -> dict[str, float]:
     return {key: float(np.mean([row[key] for row in rows if key in row])) for key in keys}
 
 
+def _retrieve_all(
+    pipeline: SearchPipeline,
+    queries: Sequence[EvalQuery],
+    modes: list[str],
+    depth: int,
+    weights: tuple[float, float],
+    ranker: str,
+    rrf_k: int,
+    progress: bool,
+) -> dict[str, list[SearchResult]]:
+    """Retrieval results per mode, in query order. Each query is encoded once per run (its joint and instruction
+    vectors serve every mode), in chunks of EVAL_BATCH, and each mode searches a chunk in one Milvus call. The
+    timings are per query: the chunk's encode and search time divided by its size."""
+    retriever = pipeline.retriever
+    options = {
+        mode: SearchOptions(
+            k=depth, mode=mode, weights=weights, ranker=ranker, rrf_k=rrf_k, max_k=pipeline.max_k
+        )
+        for mode in modes
+    }
+    with_text = any(mode != "joint" for mode in modes)
+    out: dict[str, list[SearchResult]] = {mode: [] for mode in modes}
+    bar = tqdm(
+        total=len(queries), desc="eval encode+search", disable=not progress, file=sys.stderr, leave=False
+    )
+    for start in range(0, len(queries), EVAL_BATCH):
+        chunk = queries[start : start + EVAL_BATCH]
+        vectors = retriever.encode(
+            [Query(image=q.image, instruction=q.instruction) for q in chunk], with_text=with_text
+        )
+        for mode in modes:
+            for found in retriever.search_vectors(vectors, [options[mode]] * len(chunk)):
+                timings = {key: value / len(chunk) for key, value in found.timings.items()}
+                out[mode].append(
+                    SearchResult(
+                        hits=list(found.hits),
+                        retrieved=list(found.hits),
+                        mode=found.mode,
+                        timings=timings | {"total_ms": sum(timings.values())},
+                        smoke=pipeline.smoke,
+                        batch_size=len(chunk),
+                    )
+                )
+        bar.update(len(chunk))
+    bar.close()
+    return out
+
+
 def evaluate(
     target: Any,
     queries: EvalSet | Sequence[EvalQuery],
@@ -217,23 +268,26 @@ def evaluate(
     extra = max(len(q.exclude) for q in eval_set.queries)
     depth = min(k + extra, pipeline.max_k)
 
+    retrieved = _retrieve_all(pipeline, eval_set.queries, modes, depth, weights, ranker, rrf_k, progress)
     reports: dict[str, ModeReport] = {}
     for mode in modes:
         base_rows, rerank_rows, timing_rows, per_query = [], [], [], []
         statuses: Counter[str] = Counter()
-        bar = tqdm(eval_set.queries, desc=f"eval {mode}", disable=not progress, file=sys.stderr, leave=False)
-        for query in bar:
-            request = SearchRequest(
-                image=query.image,
-                instruction=query.instruction,
-                k=depth,
-                mode=mode,
-                weights=weights,
-                ranker=ranker,
-                rrf_k=rrf_k,
-                rerank=rerank,
-            )
-            result = pipeline.run(request)
+        bar = tqdm(
+            eval_set.queries,
+            desc=f"rerank {mode}",
+            disable=not (progress and rerank),
+            file=sys.stderr,
+            leave=False,
+        )
+        for query, result in zip(bar, retrieved[mode], strict=True):
+            if rerank:
+                # Decoded again here rather than kept from encoding: a whole eval set of images would not fit.
+                image = (
+                    None if query.image is None else pipeline.retriever.query_encoder.load_image(query.image)
+                )
+                result.query = Query(image=image, instruction=query.instruction)
+                result = pipeline.rerank(result)
             before = ranking_keys(result.retrieved, query, k)
             base = query_metrics(before, query.relevance)
             base_rows.append(base)
