@@ -285,3 +285,37 @@ def unit_vectors() -> Callable[..., np.ndarray]:
 # =====================================================================================================
 # (end of the Milvus section)
 # =====================================================================================================
+
+
+# =====================================================================================================
+# Ray
+#
+# One local Ray cluster per test session, started only when a test asks for `ray_cluster` (the Ray engine
+# tests), so no other test pays its start-up: 127.0.0.1 only, 2 CPUs, no dashboard.
+# =====================================================================================================
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """The GCS address of a local Ray cluster; this process is connected to it as a driver."""
+    ray = pytest.importorskip("ray", reason="the Ray engine tests need `pip install mmsearch[ray]`")
+    import logging
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+    address = ray.get_runtime_context().gcs_address
+    try:
+        yield address
+    finally:
+        ray.shutdown()
+
+
+# =====================================================================================================
+# (end of the Ray section)
+# =====================================================================================================

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pydantic import ValidationError
 
 from mmsearch.config import ENCODER_CHOICES, TITLE_ENCODER_CHOICES, EncoderSpec, Settings, TitleEncoderSpec
-from mmsearch.errors import MMSearchError
+from mmsearch.errors import ConfigError, MMSearchError
 from mmsearch.retriever.retriever import SEARCH_MODES
 from mmsearch.sanitize import redact
 
@@ -174,6 +174,26 @@ def _add_index(sub) -> None:
         help="also read local images under DIR (repeatable); by default a catalogue's local image paths must "
         "resolve, symlinks followed, inside the catalogue's own folder",
     )
+    r = p.add_argument_group("scale-out (--engine ray; see docs/SCALING.md)")
+    r.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: one process (default); ray: Ray Data on a local or remote cluster",
+    )
+    r.add_argument(
+        "--ray-address", help="a running Ray cluster (host:6379, ray://host:10001, auto); default: local"
+    )
+    r.add_argument(
+        "--write",
+        choices=["upsert", "bulk-import"],
+        default="upsert",
+        help="bulk-import: first load of an empty server collection via Milvus bulk import",
+    )
+    r.add_argument("--encode-actors", type=_positive_int, default=1, help="encoder replicas (one GPU each)")
+    r.add_argument("--fetch-tasks", type=_positive_int, default=2, help="fetch/decode tasks at once")
+    r.add_argument("--writers", type=_positive_int, default=2, help="server upsert or bulk-file actors")
+    r.add_argument("--bulk-dir", help="folder for bulk-import files, readable by the Milvus server")
     p.set_defaults(func=_run_index)
 
 
@@ -183,6 +203,21 @@ def _run_index(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.batch_size:
         settings = settings.model_copy(update={"encode_batch_size": args.batch_size})
+    ray_options = None
+    if args.engine == "ray":
+        from mmsearch.pipelines.ray_engine import RayOptions
+
+        ray_options = RayOptions(
+            address=args.ray_address,
+            encode_actors=args.encode_actors,
+            fetch_tasks=args.fetch_tasks,
+            fetch_threads=args.workers,
+            writers=args.writers,
+            write=args.write,
+            bulk_dir=args.bulk_dir,
+        )
+    elif args.ray_address or args.write != "upsert":
+        raise ConfigError("--ray-address and --write bulk-import need --engine ray")
     report = run_index(
         settings,
         source=args.source,
@@ -191,6 +226,8 @@ def _run_index(args: argparse.Namespace) -> int:
         workers=args.workers,
         max_images_per_product=args.max_images_per_product,
         allow_paths=args.allow_path,
+        engine=args.engine,
+        ray_options=ray_options,
     )
     print(report.summary())
     return EXIT_PARTIAL if report.failed else EXIT_OK

@@ -152,6 +152,13 @@ class UnknownCategoryError(InvalidFilterError):
         self.suggestions = list(suggestions or [])
 
 
+class ClusterUnavailableError(MMSearchError):
+    """The Ray cluster named by `--ray-address` cannot be reached."""
+
+    code = "cluster_unavailable"
+    http_status = 503
+
+
 class RerankError(MMSearchError):
     """The reranker could not run at all (as opposed to producing invalid output, which falls back)."""
 
@@ -160,6 +167,7 @@ class RerankError(MMSearchError):
 
 
 __all__ = [
+    "ClusterUnavailableError",
     "CollectionNotFoundError",
     "ConfigError",
     "DataSourceError",

@@ -78,6 +78,9 @@ class IndexReport:
     first_failure: str | None = None
     fetch_stats: dict[str, int] = field(default_factory=dict)
     smoke: bool = False
+    engine: str = "local"
+    # Ray engine: per stage, items, busy seconds summed over its workers, worker count, items/s per worker.
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
     stored: int | None = None  # rows in the collection after the run, read at Strong consistency
 
     def summary(self) -> str:
@@ -92,11 +95,18 @@ class IndexReport:
             line += f" (first: {self.first_failure}{where})"
         if self.duplicates:
             line += f", {self.duplicates} repeated ids (the later record wins)"
-        line += (
-            f" in {self.elapsed_s:.1f} s, {self.items_per_s:.1f} items/s "
-            f"(read {self.read_s:.1f} s, encode {self.encode_s:.1f} s, write {self.write_s:.1f} s, "
-            f"encoder waited {self.wait_s:.1f} s)"
-        )
+        line += f" in {self.elapsed_s:.1f} s, {self.items_per_s:.1f} items/s "
+        if self.stages:
+            parts = [
+                f"{name} {st['items_per_s_per_worker']:.1f}/s x{st['workers']:g}"
+                for name, st in self.stages.items()
+            ]
+            line += f"({self.engine}, per worker: {', '.join(parts)})"
+        else:
+            line += (
+                f"(read {self.read_s:.1f} s, encode {self.encode_s:.1f} s, write {self.write_s:.1f} s, "
+                f"encoder waited {self.wait_s:.1f} s)"
+            )
         if self.stored is not None:
             line += f"; the collection holds {self.stored} products"
         return line

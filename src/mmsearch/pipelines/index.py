@@ -1,6 +1,8 @@
 """The index pipeline: builds the source, encoder, store, fetcher and failure log from `Settings` and runs the job.
 
-Entry point: `run_index(settings, source="bootcamp", limit=...) -> IndexReport`; `mmsearch index` calls it.
+Entry point: `run_index(settings, source="bootcamp", limit=..., engine="local") -> IndexReport`; `mmsearch index`
+calls it. This is the one place that picks the engine: "local" (one process, the default for small catalogues)
+or "ray" (Ray Data on a local or remote cluster, `pipelines.ray_engine`; needs `pip install mmsearch[ray]`).
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from mmsearch.config import Settings
+from mmsearch.errors import ConfigError
 from mmsearch.indexer.failures import FailureLog
 from mmsearch.indexer.job import IndexJob, IndexReport
 from mmsearch.indexer.sources import open_source
 from mmsearch.media.fetch import ImageFetcher
 from mmsearch.pipelines.factory import SMOKE_BANNER, build_encoder, build_store, build_title_encoder
+
+ENGINES = ("local", "ray")
 
 
 def default_failure_log(settings: Settings) -> Path:
@@ -40,6 +45,8 @@ def run_index(
     encoder: Any = None,
     allow_paths: Sequence[str | Path] = (),
     title_encoder: Any = None,
+    engine: str = "local",
+    ray_options: Any = None,
 ) -> IndexReport:
     """Index `source` into `settings.collection` at `settings.milvus_uri`.
 
@@ -53,7 +60,23 @@ def run_index(
         encoder: an already built encoder (benchmarks, tests); default: built from `settings`.
         allow_paths: folders, beyond the catalogue's own, that local image paths may resolve to.
         title_encoder: an already built title encoder; default: built from `settings.title_encoder`.
+        engine: "local" or "ray"; `ray_options` is a `pipelines.ray_engine.RayOptions` (ray only).
     """
+    if engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "ray":
+        return _run_ray(
+            settings,
+            source=source,
+            limit=limit,
+            failure_log=failure_log,
+            batch_size=batch_size,
+            max_images_per_product=max_images_per_product,
+            text_vectors=text_vectors,
+            progress=progress,
+            allow_paths=allow_paths,
+            options=ray_options,
+        )
     src = open_source(
         source,
         cache_dir=settings.cache_dir,
@@ -89,4 +112,10 @@ def run_index(
     return report
 
 
-__all__ = ["default_failure_log", "run_index"]
+def _run_ray(settings: Settings, **kwargs: Any) -> IndexReport:
+    from mmsearch.pipelines.ray_engine import run_index_ray  # imports ray only when it runs
+
+    return run_index_ray(settings, **kwargs)
+
+
+__all__ = ["ENGINES", "default_failure_log", "run_index"]

@@ -1,13 +1,13 @@
 """Lookups by id and counts: which ids are stored, stored products and vectors by id, live row count.
 
-Entry point: `ProductStore.existing_ids(ids)`, `.get(ids)`, `.get_vectors(ids)` and `.count()`, which
+Entry point: `ProductStore.existing_ids(ids)`, `.iter_ids()`, `.get(ids)`, `.get_vectors(ids)` and `.count()`, which
 `LookupMixin` provides. Ids go into `id in [...]` expressions in batches, escaped by `filters.ids_expr`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,29 @@ class LookupMixin:
             rows = self._query(ids_expr(wanted[start : start + _LOOKUP_BATCH]), [ID], consistency)
             found.update(str(r[ID]) for r in rows)
         return found
+
+    def iter_ids(self, batch_size: int = 4096) -> Iterator[str]:
+        """Every stored id, read at Strong consistency (a skip-existing snapshot for the Ray engine's workers,
+        which cannot open a Milvus Lite file the driver holds)."""
+        self._ready()
+        with self._call("query_iterator"):
+            it = self._client.query_iterator(
+                self.collection,
+                batch_size=batch_size,
+                filter="",
+                output_fields=[ID],
+                timeout=self.timeout,
+                consistency_level="Strong",
+            )
+        try:
+            while True:
+                with self._call("query_iterator"):
+                    rows = it.next()
+                if not rows:
+                    return
+                yield from (str(r[ID]) for r in rows)
+        finally:
+            it.close()
 
     def get(self, ids: Sequence[str], *, consistency: str | None = None) -> list[Hit]:
         """Stored products by id, in the order asked (missing ids are left out); scores are NaN."""
