@@ -102,10 +102,19 @@ def parse_line(line: bytes, where: str, *, max_depth: int = MAX_DEPTH) -> tuple[
 
 
 def read_jsonl(
-    fh: IO[bytes], name: str, *, max_line_bytes: int = MAX_LINE_BYTES, max_depth: int = MAX_DEPTH
+    fh: IO[bytes],
+    name: str,
+    *,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    max_depth: int = MAX_DEPTH,
+    first_line: int = 1,
 ) -> Iterator[tuple[str, Any, Failure | None]]:
-    """(where, record, None) per good line and (where, None, failure) per bad one; see the module docstring."""
+    """(where, record, None) per good line and (where, None, failure) per bad one; see the module docstring.
+
+    `first_line`: the file's line number of `fh`'s first line (a reader of one byte range of a file).
+    """
     for lineno, line, length in iter_lines(fh, max_line_bytes):
+        lineno += first_line - 1
         where = f"{name}:{lineno}"
         if line is None:
             reason = f"line is {length} bytes long; the limit is {max_line_bytes}"

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 from mmsearch.errors import DataSourceError
+from mmsearch.indexer.jsonl import read_jsonl
 from mmsearch.indexer.sources import ImageFolderSource, JsonlSource, ParquetSource, Source
 
 DEFAULT_SHARD_BYTES = 64 << 20  # a jsonl shard; small catalogues stay one shard (exact first-wins dedup)
@@ -33,31 +34,32 @@ class JsonlRangeSource(JsonlSource):
         self.start, self.end, self.first_line = start, end, first_line
         self.total = None
 
-    def _records(self) -> Iterator[tuple[str, Any, str | None]]:
-        import json
-
+    def _records(self) -> Iterator[tuple[str, Any, Any]]:
         try:
-            with open(self.path, "rb") as fh:
-                fh.seek(self.start)
-                lineno = self.first_line - 1
-                pos = self.start
-                while pos < self.end:
-                    raw = fh.readline()
-                    if not raw:
-                        break
-                    pos += len(raw)
-                    lineno += 1
-                    if not raw.strip():
-                        continue
-                    where = f"{self.name}:{lineno}"
-                    try:
-                        yield where, json.loads(raw.decode("utf-8")), None
-                    except UnicodeDecodeError:
-                        yield where, None, "invalid UTF-8"
-                    except json.JSONDecodeError as e:
-                        yield where, None, f"invalid JSON ({e.msg} at column {e.colno})"
+            fh = open(self.path, "rb")  # noqa: SIM115 (closed by the with-block below)
         except OSError as e:
-            raise DataSourceError(f"{self.name}: cannot read ({e})") from e
+            raise DataSourceError(f"{self.name}: cannot read ({e.strerror or e})") from e
+        with fh:
+            fh.seek(self.start)
+            try:
+                yield from read_jsonl(
+                    _Window(fh, self.end - self.start), self.name, first_line=self.first_line
+                )
+            except OSError as e:
+                raise DataSourceError(f"{self.name}: cannot read further ({e})") from e
+
+
+class _Window:
+    """The next `size` bytes of a binary file, as a file (`read` only)."""
+
+    def __init__(self, fh: IO[bytes], size: int):
+        self.fh, self.left = fh, size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        data = self.fh.read(n) if n > 0 else b""
+        self.left -= len(data)
+        return data
 
 
 class ParquetRangeSource(ParquetSource):
@@ -68,7 +70,7 @@ class ParquetRangeSource(ParquetSource):
         self.row_groups, self.first_row = row_groups, first_row
         self.total = None
 
-    def _records(self) -> Iterator[tuple[str, Any, str | None]]:
+    def _records(self) -> Iterator[tuple[str, Any, Any]]:
         import pyarrow.parquet as pq
 
         try:
@@ -121,7 +123,12 @@ def plan_shards(
         ends = [c[0] for c in cuts[1:]] + [size]
         return [
             JsonlRangeSource(
-                source.path, start=s, end=e, first_line=line, max_images_per_product=source.max_images
+                source.path,
+                start=s,
+                end=e,
+                first_line=line,
+                max_images_per_product=source.max_images,
+                allow_paths=source.allow_paths,
             )
             for (s, line), e in zip(cuts, ends, strict=True)
         ]
@@ -144,6 +151,7 @@ def plan_shards(
                         row_groups=group,
                         first_row=first_row,
                         max_images_per_product=source.max_images,
+                        allow_paths=source.allow_paths,
                     )
                 )
                 group, group_bytes, first_row = [], 0, row
