@@ -42,7 +42,11 @@ QUERY_SCHEMA: dict[str, Any] = {
                 "min_rating": {"type": "number", "minimum": 0, "maximum": 5},
             },
         },
-        "mode": {"type": "string", "enum": ["joint", "weighted", "fused"], "default": "joint"},
+        "mode": {
+            "type": "string",
+            "enum": ["joint", "weighted", "fused"],
+            "description": "default: the encoder's (joint for Visualized BGE, fused for CLIP/SigLIP)",
+        },
         "weights": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
         "ranker": {"type": "string", "enum": ["weighted", "rrf"], "default": "weighted"},
         "rrf_k": {"type": "integer", "minimum": 1},

@@ -86,7 +86,7 @@ def parse_query(obj: Any, *, default_k: int = 9, rerank: bool = False) -> QueryS
         instruction=_typed(obj, "instruction", str, "a string") or "",
         k=default_k if k is None else k,
         filters=ProductFilter(**filters) if filters else None,
-        mode=_typed(obj, "mode", str, "a string") or "joint",
+        mode=_typed(obj, "mode", str, "a string") or None,  # None: the encoder's default
         weights=tuple(float(w) for w in weights) if weights else SearchRequest.weights,
         ranker=_typed(obj, "ranker", str, "a string") or "weighted",
         rrf_k=SearchRequest.rrf_k if obj.get("rrf_k") is None else _typed(obj, "rrf_k", int, "an integer"),

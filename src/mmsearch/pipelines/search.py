@@ -92,7 +92,8 @@ class SearchResult:
                 "stats": dict(getattr(rr, "stats", {}) or {}),
             },
             "timings": dict(self.timings),
-            "query": None if self.request is None else self.request.describe(),
+            # The mode actually used: a request that named none got the encoder's default.
+            "query": None if self.request is None else self.request.describe() | {"mode": self.mode},
         }
 
 

@@ -43,6 +43,11 @@ async function loadHealth() {
       $("health-text").textContent = h.error ? `${h.error.code}: ${h.error.message}` : "service unavailable";
       box.title = $("health-text").textContent;
     }
+    // Modes the loaded encoder cannot serve (joint with CLIP/SigLIP) are greyed out.
+    const modes = h.models && h.models.encoder && h.models.encoder.modes;
+    if (Array.isArray(modes)) {
+      for (const opt of $("mode").options) opt.disabled = opt.value !== "" && !modes.includes(opt.value);
+    }
     const hasReranker = Boolean(h.models && h.models.reranker);
     const toggle = $("rerank");
     toggle.disabled = !hasReranker;
