@@ -127,6 +127,31 @@ def test_search_one_per_product_is_a_form_field(client, indexed):
     assert resp.json()["message"] == "one_per_product must be true or false, got 'maybe'"
 
 
+def test_categories_lists_every_stored_category_with_counts(client, indexed):
+    catalog, _ = indexed
+    resp = client.get("/categories")
+    assert resp.status_code == 200, resp.text
+    expected: dict[str, int] = {}
+    for record in catalog.records:
+        if record.get("main_category"):
+            expected[record["main_category"]] = expected.get(record["main_category"], 0) + len(
+                record["images"]
+            )
+    got = {c["name"]: c["count"] for c in resp.json()["categories"]}
+    assert got == expected
+
+
+def test_search_with_an_unknown_category_is_422_with_suggestions(client, indexed):
+    """Issue 13: a category in the wrong case used to return nothing with 200."""
+    resp = client.post("/search", data={"instruction": "toaster", "category": "appliances"})
+    assert resp.status_code == 422
+    body = resp.json()
+    assert (body["error"], body["suggestions"]) == ("unknown_category", ["Appliances"])
+    assert body["message"].startswith(
+        "unknown category 'appliances' (categories match exactly); did you mean"
+    )
+
+
 def test_search_hits_carry_product_fields_and_thumbnail_urls(client, indexed):
     catalog, _ = indexed
     resp = client.post("/search", files=upload(catalog.image_path(QUERY_ASIN).read_bytes()), data={"k": "3"})

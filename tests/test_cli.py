@@ -123,3 +123,20 @@ def test_search_hybrid_bm25_mode_runs_in_smoke_mode(indexed, capsys):
     payload = json.loads(capsys.readouterr().out)
     assert payload["mode"] == "hybrid-bm25"
     assert payload["query"]["one_per_product"] is False
+
+
+def test_categories_command_lists_counts(indexed, capsys):
+    common, _, _ = indexed
+    assert main(["categories", *common, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed == [{"name": "Cell Phones", "count": 4}]
+
+
+def test_search_with_an_unknown_category_exits_2_with_suggestions(indexed, capsys):
+    common, _, _ = indexed
+    assert main(["search", *common, "--text", "case", "--category", "cell phones"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        "mmsearch search: error: unknown category 'cell phones' (categories match exactly); "
+    )
+    assert "did you mean 'Cell Phones'?" in err

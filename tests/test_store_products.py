@@ -1,12 +1,14 @@
 """Issue 13 in the store: BM25 title search fused with the dense vector (`lexical_search`), one slot per product
-(`one_per_product`), on Milvus Lite and on the loopback server (BM25 needs >= 2.5, so it skips on 2.3.5)."""
+(`one_per_product`) and category facets, on Milvus Lite and on the loopback server (BM25 needs >= 2.5, so those
+tests skip on 2.3.5)."""
 
 from __future__ import annotations
 
 import pytest
 
-from mmsearch.errors import FeatureUnavailableError
+from mmsearch.errors import FeatureUnavailableError, UnknownCategoryError
 from mmsearch.store import ProductFilter
+from mmsearch.store.facets import closest_categories
 from mmsearch.types import Product
 
 DIM = 8
@@ -166,3 +168,46 @@ def test_images_without_parent_asin_are_each_their_own_product(open_store, unit_
     images = unit_vectors(5, DIM)
     store.upsert(products, images, images)
     assert len(store.search(images[0], k=5, one_per_product=True)) == 5
+
+
+def test_categories_counts_images_per_category_most_first(open_store, unit_vectors):
+    store = open_store(dim=DIM)
+    products = catalogue(images_per_product=2) + [Product(id="nocat", image="x.jpg")]
+    store.upsert(products, unit_vectors(len(products), DIM), unit_vectors(len(products), DIM, seed=1))
+    assert store.categories() == {"Cell Phones": 8, "Home": 4}
+
+
+def test_categories_see_this_stores_own_writes(open_store, unit_vectors):
+    store = open_store(dim=DIM)
+    store.upsert(catalogue()[:1], unit_vectors(1, DIM), unit_vectors(1, DIM, seed=1))
+    assert store.categories() == {"Cell Phones": 1}
+    more = [Product(id="k1", image="k.jpg", main_category="Appliances")]
+    store.upsert(more, unit_vectors(1, DIM, seed=2), unit_vectors(1, DIM, seed=3))
+    assert store.categories() == {"Appliances": 1, "Cell Phones": 1}
+
+
+@pytest.mark.parametrize(
+    ("asked", "suggested"),
+    [("cell phones", ["Cell Phones"]), ("Cell Phone", ["Cell Phones"]), ("Hom", ["Home"])],
+)
+def test_unknown_category_suggests_the_closest_names(open_store, unit_vectors, asked, suggested):
+    store = open_store(dim=DIM)
+    products = catalogue()
+    store.upsert(products, unit_vectors(len(products), DIM), unit_vectors(len(products), DIM, seed=1))
+    with pytest.raises(UnknownCategoryError) as err:
+        store.check_category(asked)
+    assert err.value.suggestions == suggested
+    assert str(err.value) == (
+        f"unknown category {asked!r} (categories match exactly); did you mean {suggested[0]!r}? "
+        "List them with `mmsearch categories` or GET /categories."
+    )
+
+
+def test_a_known_category_passes_the_check(open_store, unit_vectors):
+    store = open_store(dim=DIM)
+    store.upsert(catalogue(), unit_vectors(6, DIM), unit_vectors(6, DIM, seed=1))
+    store.check_category("Home")  # no error: matching stays exact
+
+
+def test_closest_categories_without_any_match_is_empty():
+    assert closest_categories("Furniture", ["Cell Phones", "Home"]) == []

@@ -242,7 +242,7 @@ def _add_search(sub) -> None:
     p.add_argument("--image", help="query image: local path or http(s) URL")
     p.add_argument("--text", default="", help='instruction, e.g. "phone case with this image theme"')
     p.add_argument("-k", type=_positive_int, default=9, help="number of results (default 9)")
-    p.add_argument("--category", help="only this main_category (exact match)")
+    p.add_argument("--category", help="only this main_category (exact match; see `mmsearch categories`)")
     p.add_argument("--min-price", type=float)
     p.add_argument("--max-price", type=float)
     p.add_argument("--min-rating", type=float)
@@ -449,9 +449,30 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_categories(sub) -> None:
+    p = sub.add_parser("categories", help="list the stored categories with their image counts")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_run_categories)
+
+
+def _run_categories(args: argparse.Namespace) -> int:
+    from mmsearch.store import ProductStore
+
+    with ProductStore.from_settings(_settings(args), create=False) as store:
+        counts = store.categories()
+    if args.json:
+        print(json.dumps([{"name": n, "count": c} for n, c in counts.items()], indent=2))
+    else:
+        width = max((len(n) for n in counts), default=0)
+        print("\n".join(f"{n:<{width}}  {c}" for n, c in counts.items()) or "(no categories stored)")
+    return 0
+
+
 COMMANDS: dict[str, Callable] = {
     "index": _add_index,
     "search": _add_search,
+    "categories": _add_categories,
     "serve": _add_serve,
     "eval": _add_eval,
     "bench": _add_bench,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from mmsearch.errors import InvalidImageError, MMSearchError
+from mmsearch.errors import InvalidImageError, MMSearchError, UnknownCategoryError
 
 log = logging.getLogger("mmsearch.api")
 
@@ -89,7 +90,10 @@ async def _domain_error(request: Request, exc: MMSearchError) -> JSONResponse:
         log.warning("%s %s -> %d %s: %s", request.method, request.url.path, exc.http_status, exc.code, exc)
     # After a stalled body the rest of it was never read: the connection cannot carry another request.
     headers = {"Connection": "close"} if isinstance(exc, RequestTimeoutError) else None
-    return JSONResponse(error_body(exc.code, exc.message), status_code=exc.http_status, headers=headers)
+    body: dict[str, Any] = error_body(exc.code, exc.message)
+    if isinstance(exc, UnknownCategoryError):
+        body["suggestions"] = exc.suggestions  # the closest existing names, for a "did you mean"
+    return JSONResponse(body, status_code=exc.http_status, headers=headers)
 
 
 async def _client_gone(request: Request, exc: ClientDisconnect) -> Response:

@@ -1,4 +1,5 @@
-"""HTTP endpoints: `POST /search`, `POST /search/batch`, `GET /images`, `GET /healthz`, and the web page at `/`.
+"""HTTP endpoints: `POST /search`, `POST /search/batch`, `GET /images`, `GET /categories`, `GET /healthz`, and the
+web page at `/`.
 
 Entry point: `router`, included by `mmsearch.api.app.create_app`. Handlers hold no try/except: errors are
 mapped to HTTP in `mmsearch.api.errors`. Model and Milvus work goes through the single inference worker.
@@ -144,6 +145,17 @@ async def image_by_query(
 )
 async def image_by_path(product_id: str, service: ServiceDep) -> Response:
     return await _thumbnail(product_id, service)
+
+
+@router.get(
+    "/categories",
+    summary="Stored categories (main_category) with their image counts, most first",
+    responses=_errors(404, 503),
+)
+async def categories(service: ServiceDep) -> dict[str, Any]:
+    pipeline = await service.ensure_pipeline()
+    counts = await service.worker.run(pipeline.retriever.store.categories)
+    return {"categories": [{"name": name, "count": count} for name, count in counts.items()]}
 
 
 @router.get("/healthz", summary="Milvus reachability, collection, row count, models loaded, queue")

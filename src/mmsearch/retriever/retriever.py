@@ -279,6 +279,10 @@ class Retriever:
                 )
             else:
                 found = self.store.search_batch(_fuse(joint, vectors.text[idx], first.weights), **common)
+            category = getattr(first.filters, "category", None)
+            if category and not any(found):
+                # Nothing matched: if the category itself is unknown, say so with the closest names.
+                self.store.check_category(category)
             for i, per_query in zip(idx, found, strict=True):
                 hits[i] = list(per_query[: options[i].k])
         search_ms = (time.perf_counter() - t0) * 1e3

@@ -1,5 +1,6 @@
-"""What the Milvus behind a store can do, and the errors that say so: multi-vector collections (>= 2.4),
-`group_by_field` (search >= 2.4, hybrid search >= 2.5) and BM25 functions (>= 2.5). Milvus Lite 3.x has them all.
+"""What the Milvus behind a store is and can do (`info()`), and the errors that say so: multi-vector collections
+(>= 2.4), `group_by_field` (search >= 2.4, hybrid search >= 2.5) and BM25 functions (>= 2.5). Milvus Lite 3.x has
+them all.
 
 Entry point: `FeaturesMixin` (part of `ProductStore`), `add_bm25_index`.
 """
@@ -8,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
-from mmsearch.errors import FeatureUnavailableError
+from mmsearch.errors import FeatureUnavailableError, StoreError
 from mmsearch.store.schema import TITLE_SPARSE, EncoderStamp
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,43 @@ class FeaturesMixin:
                 "(or delete the Milvus Lite .db) and run `mmsearch index` again, or index into a new collection "
                 "with --collection NAME."
             )
+
+    def info(self) -> dict[str, Any]:
+        """Where the store is and what it holds (for `/healthz`, `mmsearch search` headers and logs)."""
+        try:
+            with self._call("get_server_version"):
+                version = self._client.get_server_version(timeout=self.timeout)
+        except StoreError:
+            version = "unknown"  # milvus-lite 2.5 does not implement this call
+        out: dict[str, Any] = {
+            "uri": self.uri,
+            "mode": "server" if self.is_server else "lite",
+            "server_version": version,
+            "collection": self.collection,
+            "exists": self._exists(),
+            "count": None,
+            "encoder_id": None,
+            "dim": None,
+            "text_vector": None,
+            "title_encoder_id": None,
+            "title_dim": None,
+            "bm25": None,
+            "product_key": None,
+            "index_type": self.index.index_type,
+        }
+        if out["exists"]:
+            stamp = self._ready()
+            out.update(
+                count=self.count(),
+                encoder_id=stamp.encoder_id,
+                dim=stamp.dim,
+                text_vector=stamp.text_vector,
+                title_encoder_id=stamp.title_encoder_id if stamp.text_vector else None,
+                title_dim=stamp.title_dim if stamp.text_vector else None,
+                bm25=stamp.bm25,
+                product_key=stamp.product_key,
+            )
+        return out
 
 
 __all__ = ["FeaturesMixin", "add_bm25_index", "server_version_tuple"]

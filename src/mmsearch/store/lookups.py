@@ -24,7 +24,9 @@ _LOOKUP_BATCH = 500  # ids per `id in [...]` expression
 class LookupMixin:
     """Reads by id for `ProductStore` (uses its connection, consistency level and call wrapper)."""
 
-    def _query(self, expr: str, fields: list[str], consistency: str | None = None) -> list[dict[str, Any]]:
+    def _query(
+        self, expr: str, fields: list[str], consistency: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         with self._call("query"):
             return self._client.query(
                 self.collection,
@@ -32,6 +34,7 @@ class LookupMixin:
                 output_fields=fields,
                 timeout=self.timeout,
                 consistency_level=self._level(consistency),
+                **({"limit": limit} if limit is not None else {}),
             )
 
     def existing_ids(self, ids: Sequence[str], *, consistency: str | None = None) -> set[str]:

@@ -25,6 +25,7 @@ from mmsearch.errors import CollectionNotFoundError, EncoderMismatchError, Store
 from mmsearch.store.calls import milvus_call, quiet
 from mmsearch.store.dense import DenseSearchMixin
 from mmsearch.store.exact import EXACT_FILTER_MAX_ROWS
+from mmsearch.store.facets import FacetsMixin
 from mmsearch.store.features import FeaturesMixin, add_bm25_index
 from mmsearch.store.grouping import GroupingMixin
 from mmsearch.store.hybrid import HybridSearchMixin
@@ -72,7 +73,13 @@ def _check_consistency(level: str) -> str:
 
 
 class ProductStore(
-    LookupMixin, DenseSearchMixin, HybridSearchMixin, LexicalSearchMixin, GroupingMixin, FeaturesMixin
+    LookupMixin,
+    DenseSearchMixin,
+    HybridSearchMixin,
+    LexicalSearchMixin,
+    GroupingMixin,
+    FeaturesMixin,
+    FacetsMixin,
 ):
     """Product images and their metadata in one Milvus collection.
 
@@ -116,13 +123,14 @@ class ProductStore(
         self._version: str | None = None
 
     @classmethod
-    def from_settings(cls, settings) -> ProductStore:
+    def from_settings(cls, settings, *, create: bool = True) -> ProductStore:
         """The store named by `settings.milvus_uri`, `settings.milvus_token` and `settings.collection`."""
         return cls(
             settings.milvus_uri,
             collection=settings.collection,
             token=settings.milvus_token,
             consistency=getattr(settings, "milvus_consistency", DEFAULT_CONSISTENCY),
+            create=create,
         )
 
     # -- connection ---------------------------------------------------------------------------------------
@@ -341,6 +349,7 @@ class ProductStore(
             rows.pop(product.id, None)  # keep the last occurrence, in its position
             rows[product.id] = row
         batch = list(rows.values())
+        self._categories_cache = None
         for start in range(0, len(batch), _UPSERT_BATCH):
             with self._call("upsert"):
                 self._client.upsert(
@@ -373,43 +382,6 @@ class ProductStore(
         return self.consistency if consistency is None else _check_consistency(consistency)
 
     # -- housekeeping -------------------------------------------------------------------------------------
-
-    def info(self) -> dict[str, Any]:
-        """Where the store is and what it holds (for `/healthz`, `mmsearch search` headers and logs)."""
-        try:
-            with self._call("get_server_version"):
-                version = self._client.get_server_version(timeout=self.timeout)
-        except StoreError:
-            version = "unknown"  # milvus-lite 2.5 does not implement this call
-        out: dict[str, Any] = {
-            "uri": self.uri,
-            "mode": "server" if self.is_server else "lite",
-            "server_version": version,
-            "collection": self.collection,
-            "exists": self._exists(),
-            "count": None,
-            "encoder_id": None,
-            "dim": None,
-            "text_vector": None,
-            "title_encoder_id": None,
-            "title_dim": None,
-            "bm25": None,
-            "product_key": None,
-            "index_type": self.index.index_type,
-        }
-        if out["exists"]:
-            stamp = self._ready()
-            out.update(
-                count=self.count(),
-                encoder_id=stamp.encoder_id,
-                dim=stamp.dim,
-                text_vector=stamp.text_vector,
-                title_encoder_id=stamp.title_encoder_id if stamp.text_vector else None,
-                title_dim=stamp.title_dim if stamp.text_vector else None,
-                bm25=stamp.bm25,
-                product_key=stamp.product_key,
-            )
-        return out
 
     def drop(self) -> None:
         """Delete the collection and everything in it."""

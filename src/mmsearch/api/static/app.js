@@ -59,6 +59,25 @@ async function loadHealth() {
   }
 }
 
+// ---------------------------------------------------------------- category facets
+
+async function loadCategories() {
+  const select = $("category");
+  try {
+    const resp = await fetch("/categories", { cache: "no-store" });
+    if (!resp.ok) return;  // nothing indexed yet, or Milvus down: the health line says which
+    const body = await resp.json();
+    for (const c of body.categories || []) {
+      const opt = document.createElement("option");
+      opt.value = c.name;
+      opt.textContent = `${c.name} (${c.count.toLocaleString()})`;
+      select.append(opt);
+    }
+  } catch (err) {
+    /* the search still works without the list */
+  }
+}
+
 // ---------------------------------------------------------------- image choice
 
 function setFile(file) {
@@ -239,3 +258,4 @@ form.addEventListener("submit", async (e) => {
 });
 
 loadHealth();
+loadCategories();
