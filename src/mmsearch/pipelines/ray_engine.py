@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
 import socket
 import sys
@@ -95,8 +96,8 @@ class RayOptions:
 
 def _check_reachable(address: str) -> None:
     """Fail in seconds, not minutes: Ray itself retries an unreachable address for a long time."""
-    if address == "auto":
-        return
+    if address == "auto" or address.startswith(("http://", "https://")):
+        return  # resolved by Ray itself (a local cluster file; the job API's address)
     hostport = address.removeprefix("ray://")
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
@@ -116,14 +117,14 @@ def connect(options: RayOptions) -> bool:
 
     if ray.is_initialized():
         return False  # a caller (a test session, a notebook) already connected
-    if options.address:
-        _check_reachable(options.address)
+    # Inside a Ray job (a KubeRay RayJob's entrypoint) RAY_ADDRESS names the cluster to join.
+    address = options.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        _check_reachable(address)
         try:
-            ray.init(address=options.address, logging_level=logging.WARNING, log_to_driver=True)
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
         except (ConnectionError, RuntimeError) as e:
-            raise ClusterUnavailableError(
-                f"cannot connect to the Ray cluster at {options.address}: {e}"
-            ) from None
+            raise ClusterUnavailableError(f"cannot connect to the Ray cluster at {address}: {e}") from None
         return True
     ray.init(
         num_cpus=options.num_cpus,
