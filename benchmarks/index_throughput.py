@@ -1,7 +1,8 @@
 """Indexing throughput end to end (source -> fetch/decode -> encode -> Milvus Lite upsert), plus Milvus Lite
 upsert/search/lookup latency at 10k and 100k rows.
 
-Run: `python benchmarks/index_throughput.py --out bench_index.json` (add `--full-size` for the full-size
+Run: `python benchmarks/index_throughput.py --out bench_index.json`; `--engine both` compares the local and Ray
+engines instead (benchmarks/index_engines.py). Otherwise (add `--full-size` for the full-size
 random-weight Visualized BGE base model; `--sizes 10000` for a quick run; `--skip-end-to-end` for Milvus only). Writes one JSON object to stdout.
 Random weights (tiny or full-size) measure speed only, never search quality.
 """
@@ -37,7 +38,7 @@ from mmsearch.testing import build_tiny_visual_bge, tiny_visual_bge_encoder
 from mmsearch.types import Product
 
 
-def build_full_size_encoder(batch_size: int, tmp: Path) -> VisualizedBGEEncoder:
+def build_full_size_encoder(batch_size: int, tmp: Path, device: str = "cpu") -> VisualizedBGEEncoder:
     """The official base geometry with PyTorch's random init; the tiny kit's tokenizer supplies the token ids
     (all below the real vocab size), so no hub access is needed. Speed only."""
     torch.manual_seed(0)
@@ -47,8 +48,8 @@ def build_full_size_encoder(batch_size: int, tmp: Path) -> VisualizedBGEEncoder:
         model,
         tokenizer,
         model_id="random-full-size-base",
-        device="cpu",
-        dtype="float32",
+        device=device,
+        dtype="float32" if device == "cpu" else "bfloat16",
         batch_size=batch_size,
     )
 
@@ -261,6 +262,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--skip-milvus", action="store_true")
     parser.add_argument("--skip-end-to-end", action="store_true")
+    parser.add_argument(
+        "--engine",
+        choices=["local", "ray", "both"],
+        help="compare the index engines on the same catalogue instead (benchmarks/index_engines.py)",
+    )
+    parser.add_argument("--fetch-tasks", type=int, default=2, help="Ray engine: fetch/decode tasks at once")
+    parser.add_argument(
+        "--encode-actors", type=int, default=1, help="Ray engine: encoder actors (one GPU each)"
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="full-size encoder device for --engine runs (cuda: GPU)"
+    )
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args(argv)
 
@@ -277,6 +290,11 @@ def main(argv: list[str] | None = None) -> dict:
     }
     work = Path(tempfile.mkdtemp(prefix="mmsearch-bench-index-"))
     try:
+        if args.engine:
+            import index_engines
+
+            result["engines"] = index_engines.compare_engines(args, work, sys.modules[__name__])
+            args.skip_end_to_end = args.skip_milvus = True
         if not args.skip_end_to_end:
             result["end_to_end"] = end_to_end(args, work)
         if not args.skip_milvus:
