@@ -36,6 +36,7 @@ from query_latency import fill_collection, full_size_encoder  # noqa: E402
 
 from mmsearch.api.app import create_app  # noqa: E402
 from mmsearch.config import Settings  # noqa: E402
+from mmsearch.engine import build_store  # noqa: E402
 from mmsearch.pipelines import SearchPipeline  # noqa: E402
 from mmsearch.retriever import Retriever  # noqa: E402
 from mmsearch.store import ProductStore  # noqa: E402
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
             fill_collection(writer, encoder, args.n_vectors)
 
         def factory(s: Settings) -> SearchPipeline:
-            return SearchPipeline(Retriever(encoder, ProductStore.from_settings(s)), None, smoke=args.tiny)
+            return SearchPipeline(Retriever(encoder, build_store(s)), None, smoke=args.tiny)
 
         jpeg = query_jpeg()
         image = Image.open(io.BytesIO(jpeg))

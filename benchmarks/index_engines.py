@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 
 from mmsearch.config import Settings
-from mmsearch.pipelines.index import run_index
+from mmsearch.engine import Engine
 from mmsearch.testing import tiny_visual_bge_encoder
 
 
@@ -62,14 +62,8 @@ def run_engine(engine: str, factory, catalog: Path, work: Path, args) -> dict:
     with PeakMemory() as mem:
         start = time.perf_counter()
         if engine == "local":
-            report = run_index(
-                settings,
-                source=str(catalog),
-                batch_size=args.batch_size,
-                workers=args.workers,
-                progress=False,
-                encoder=factory(),
-            )
+            with Engine(settings=settings, encoder=factory()) as local:
+                report = local.index(str(catalog), batch_size=args.batch_size, workers=args.workers)
         else:
             from mmsearch.pipelines.ray_engine import RayOptions, run_index_ray
 

@@ -74,7 +74,7 @@ def build_reranker(kind: str, tmp: Path):
         from mmsearch.reranker.base import RetrievalOrderReranker
 
         return RetrievalOrderReranker()
-    from mmsearch.pipelines.factory import build_reranker as factory_reranker
+    from mmsearch.engine import build_reranker as factory_reranker
 
     return factory_reranker(Settings(smoke=True, cache_dir=tmp / "cache", device="cpu"))
 

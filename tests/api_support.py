@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mmsearch.config import Settings
-from mmsearch.pipelines.index import run_index
+from mmsearch.engine import Engine
 from mmsearch.testing.catalog import DemoCatalog, write_demo_catalog
 
 # An id with every character that breaks naive URL or expression handling.
@@ -42,10 +42,17 @@ def index_demo_catalog(root: Path, *, smoke_cache: Path, **overrides) -> tuple[D
         "dtype": "float32",
     }
     settings = Settings(**{**defaults, **overrides})
-    report = run_index(settings, source=str(catalog.jsonl), progress=False, workers=2)
+    with Engine(settings=settings) as engine:
+        report = engine.index(str(catalog.jsonl), workers=2)
     if report.failed:
         raise RuntimeError(f"indexing the demo catalog failed: {report.summary()}")
     return catalog, settings
+
+
+def real_pipeline(settings: Settings, reranker=None):
+    """The search pipeline an `Engine` assembles on `settings` (its store closes with the pipeline)."""
+    engine = Engine(settings=settings, reranker=reranker)
+    return engine.pipeline(rerank=reranker is not None)
 
 
 def free_port() -> int:

@@ -12,15 +12,15 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import pytest
-from api_support import ODD_ASIN, index_demo_catalog
+from api_support import ODD_ASIN, index_demo_catalog, real_pipeline
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from mmsearch.api.app import ModelCachingFactory, create_app
+from mmsearch.api.app import create_app
 from mmsearch.api.dependencies import get_settings
 from mmsearch.api.forms import FORM_OVERHEAD_BYTES
+from mmsearch.engine import Engine
 from mmsearch.pipelines import SearchPipeline
-from mmsearch.pipelines.index import run_index
 from mmsearch.reranker.base import RetrievalOrderReranker
 
 MAX_IMAGE_BYTES = 120_000
@@ -43,9 +43,7 @@ def indexed(tmp_path_factory):
 
 def with_baseline_reranker(settings) -> SearchPipeline:
     """The real pipeline plus the retrieval-order reranker (the baseline every model reranker falls back to)."""
-    pipeline = SearchPipeline.from_settings(settings, with_reranker=False)
-    pipeline.reranker = RetrievalOrderReranker()
-    return pipeline
+    return real_pipeline(settings, reranker=RetrievalOrderReranker())
 
 
 @pytest.fixture(scope="module")
@@ -474,17 +472,18 @@ def test_missing_collection_returns_404_with_hint(tmp_path, indexed):
 def test_service_recovers_once_the_collection_is_indexed(tmp_path, indexed):
     catalog, settings = indexed
     fresh = settings.model_copy(update={"milvus_uri": str(tmp_path / "later.db")})
-    factory = ModelCachingFactory(with_reranker=False)
-    with TestClient(create_app(fresh, pipeline_factory=factory, retry_interval_s=0)) as c:
+    with TestClient(create_app(fresh, with_reranker=False, retry_interval_s=0)) as c:
         before = c.post("/search", data={"instruction": "case"})
-        encoder = factory._encoder
-        run_index(fresh, source=str(catalog.jsonl), progress=False, workers=1, encoder=encoder)
+        engine = c.app.state.engine
+        encoder = engine.encoder
+        with Engine(settings=fresh, encoder=encoder) as indexer:
+            indexer.index(str(catalog.jsonl), workers=1)
         after = c.post("/search", data={"instruction": "case", "k": "3"})
     assert before.status_code == 404
     assert before.json()["error"] == "collection_not_found"
     assert after.status_code == 200
     assert len(after.json()["hits"]) == 3
-    assert factory._encoder is encoder, "the encoder is loaded once, not on every retry"
+    assert engine.encoder is encoder, "the encoder is loaded once, not on every retry"
 
 
 def test_store_locked_by_another_process_returns_503(tmp_path, indexed):
@@ -521,11 +520,11 @@ def test_store_locked_by_another_process_returns_503(tmp_path, indexed):
     assert health.json()["error"]["code"] == "store_locked"
 
 
-class _Exploding:
+class _Exploding(SearchPipeline):
     """A pipeline whose search fails with an unexpected (non-domain) exception."""
 
     def __init__(self, real: SearchPipeline):
-        self.retriever, self.reranker = real.retriever, real.reranker
+        super().__init__(real.retriever, real.reranker, max_k=real.max_k, smoke=real.smoke)
 
     def retrieve_many(self, requests):
         raise RuntimeError("secret internal detail /etc/passwd")
@@ -533,9 +532,7 @@ class _Exploding:
 
 def test_unexpected_error_returns_generic_500_without_traceback(indexed, caplog):
     _, settings = indexed
-    app = create_app(
-        settings, pipeline_factory=lambda s: _Exploding(SearchPipeline.from_settings(s, with_reranker=False))
-    )
+    app = create_app(settings, pipeline_factory=lambda s: _Exploding(real_pipeline(s)))
     with TestClient(app, raise_server_exceptions=False) as c:
         resp = c.post("/search", data={"instruction": "case"})
     assert resp.status_code == 500
@@ -551,12 +548,12 @@ def test_unexpected_error_returns_generic_500_without_traceback(indexed, caplog)
 # ---------------------------------------------------------------- concurrency
 
 
-class _Observed:
+class _Observed(SearchPipeline):
     """Wraps the real pipeline and records the most searches ever running at the same time."""
 
     def __init__(self, real: SearchPipeline):
+        super().__init__(real.retriever, real.reranker, max_k=real.max_k, smoke=real.smoke)
         self.real = real
-        self.retriever, self.reranker = real.retriever, real.reranker
         self.running = 0
         self.max_running = 0
         self.lock = threading.Lock()
@@ -577,7 +574,7 @@ def test_concurrent_searches_all_succeed_match_sequential_and_never_overlap(inde
     observed: list[_Observed] = []
 
     def factory(s):
-        observed.append(_Observed(SearchPipeline.from_settings(s, with_reranker=False)))
+        observed.append(_Observed(real_pipeline(s)))
         return observed[-1]
 
     asins = ["B0ZEBRACASE", "B0LEOPCASE1", "B0TOASTER01", "B0EARBUDS01"] * 2
@@ -597,11 +594,12 @@ def test_concurrent_searches_all_succeed_match_sequential_and_never_overlap(inde
     assert observed[0].max_running == 1, "searches must run one at a time on the inference worker"
 
 
-class _Gated:
+class _Gated(SearchPipeline):
     """Wraps the real pipeline; each search waits until the test opens the gate."""
 
     def __init__(self, real: SearchPipeline):
-        self.retriever, self.reranker, self.real = real.retriever, real.reranker, real
+        super().__init__(real.retriever, real.reranker, max_k=real.max_k, smoke=real.smoke)
+        self.real = real
         self.entered = threading.Event()
         self.gate = threading.Event()
 
@@ -616,7 +614,7 @@ def test_full_queue_returns_503_server_busy(indexed):
     gated: list[_Gated] = []
 
     def factory(s):
-        gated.append(_Gated(SearchPipeline.from_settings(s, with_reranker=False)))
+        gated.append(_Gated(real_pipeline(s)))
         return gated[-1]
 
     app = create_app(settings, pipeline_factory=factory, max_pending=1)

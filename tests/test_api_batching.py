@@ -9,7 +9,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from api_support import index_demo_catalog
+from api_support import index_demo_catalog, real_pipeline
 from fastapi.testclient import TestClient
 
 from mmsearch.api.app import create_app
@@ -42,8 +42,7 @@ class GatedReranker(Reranker):
 
 def _factory(parts: dict):
     def build(settings) -> SearchPipeline:
-        pipeline = SearchPipeline.from_settings(settings, with_reranker=False)
-        pipeline.reranker = parts.setdefault("reranker", GatedReranker())
+        pipeline = real_pipeline(settings, reranker=parts.setdefault("reranker", GatedReranker()))
         encoder = pipeline.retriever.encoder
         calls = parts.setdefault("encoder_calls", [])
         for name in ("encode_images", "encode_texts", "encode_multimodal"):

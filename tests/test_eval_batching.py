@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from mmsearch.config import Settings
+from mmsearch.engine import Engine
 from mmsearch.evaluation import harness
 from mmsearch.evaluation.harness import evaluate, ranking_keys
 from mmsearch.evaluation.synthetic import generate_synthetic_set
 from mmsearch.pipelines import SearchPipeline, SearchRequest
-from mmsearch.pipelines.index import run_index
 from mmsearch.retriever import Retriever
 from mmsearch.store import ProductStore
 from mmsearch.testing import tiny_visual_bge_encoder
@@ -25,7 +25,8 @@ def synthetic(tmp_path_factory):
     syn = generate_synthetic_set(root / "synthetic", n_products=20, n_queries=N_QUERIES, seed=1)
     encoder = tiny_visual_bge_encoder(root / "bge")
     settings = Settings(milvus_uri=str(root / "milvus.db"), collection="synthetic", cache_dir=root / "cache")
-    assert run_index(settings, source=str(syn.products_jsonl), encoder=encoder, progress=False).indexed == 20
+    with Engine(settings=settings, encoder=encoder) as engine:
+        assert engine.index(str(syn.products_jsonl)).indexed == 20
     store = ProductStore(settings.milvus_uri, collection="synthetic")
     try:
         yield syn, Retriever(encoder, store)

@@ -13,6 +13,7 @@ from collections import Counter
 import pytest
 
 from mmsearch.config import Settings
+from mmsearch.engine import Engine
 from mmsearch.errors import InvalidQueryError
 from mmsearch.evaluation.datasets import EvalQuery, EvalSet
 from mmsearch.evaluation.harness import evaluate, ranking_keys
@@ -20,7 +21,6 @@ from mmsearch.evaluation.metrics import METRIC_NAMES
 from mmsearch.evaluation.synthetic import generate_synthetic_set
 from mmsearch.media.decode import open_image
 from mmsearch.pipelines import SearchPipeline
-from mmsearch.pipelines.index import run_index
 from mmsearch.reranker.base import (
     Reranker,
     RerankQuery,
@@ -43,7 +43,8 @@ def synthetic(tmp_path_factory):
     syn = generate_synthetic_set(root / "synthetic", n_products=24, n_queries=6, seed=0)
     encoder = tiny_visual_bge_encoder(root / "bge")
     settings = Settings(milvus_uri=str(root / "milvus.db"), collection="synthetic", cache_dir=root / "cache")
-    report = run_index(settings, source=str(syn.products_jsonl), encoder=encoder, progress=False)
+    with Engine(settings=settings, encoder=encoder) as engine:
+        report = engine.index(str(syn.products_jsonl))
     assert report.indexed == 24
     store = ProductStore(settings.milvus_uri, collection="synthetic")
     try:

@@ -14,9 +14,9 @@ import math
 import pytest
 
 from mmsearch.config import Settings
+from mmsearch.engine import Engine
 from mmsearch.errors import InvalidQueryError
 from mmsearch.evaluation.synthetic import generate_synthetic_set
-from mmsearch.pipelines.index import run_index
 from mmsearch.retriever import Query, Retriever, SearchOptions
 from mmsearch.store import ProductStore
 from mmsearch.testing import tiny_visual_bge_encoder
@@ -31,7 +31,8 @@ def indexed(tmp_path_factory):
     syn = generate_synthetic_set(root / "synthetic", n_products=20, n_queries=3, seed=1)
     encoder = tiny_visual_bge_encoder(root / "bge")
     settings = Settings(milvus_uri=str(root / "milvus.db"), collection="hybrid", cache_dir=root / "cache")
-    assert run_index(settings, source=str(syn.products_jsonl), encoder=encoder, progress=False).indexed == 20
+    with Engine(settings=settings, encoder=encoder) as engine:
+        assert engine.index(str(syn.products_jsonl)).indexed == 20
     store = ProductStore(settings.milvus_uri, collection="hybrid")
     try:
         yield syn, Retriever(encoder, store), store

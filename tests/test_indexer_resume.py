@@ -15,7 +15,7 @@ import pytest
 from indexer_support import amazon_record, product_image_bytes, serve_images
 
 from mmsearch.config import Settings
-from mmsearch.pipelines.index import run_index
+from mmsearch.engine import Engine
 from mmsearch.store import ProductStore
 
 N_PRODUCTS, IMAGES_EACH = 40, 4
@@ -75,7 +75,8 @@ def test_rerun_after_sigkill_mid_run_ends_with_exact_count_and_no_duplicates(tmp
 
         srv.slow_s = 0.0  # the re-run need not be slow
         settings = Settings(milvus_uri=str(db), collection="products", cache_dir=cache, smoke=True)
-        report = run_index(settings, source=str(catalog), batch_size=16, progress=False)
+        with Engine(settings=settings) as engine:
+            report = engine.index(str(catalog), batch_size=16)
 
     assert report.skipped_existing == interrupted_count
     assert (report.indexed + report.skipped_existing, report.failed) == (TOTAL, 0)

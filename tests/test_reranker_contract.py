@@ -188,11 +188,13 @@ def test_phi3_does_not_repair_an_id_outside_the_panel(tiny_dir):
     )
 
 
-def test_from_settings_loads_the_named_checkpoint_on_first_use(tiny_dir):
+def test_engine_builds_the_named_checkpoint_and_loads_it_on_first_use(tiny_dir):
+    from mmsearch.engine import build_reranker
+
     settings = Settings(
         reranker_model=str(tiny_dir), reranker_num_crops=1, reranker_max_new_tokens=16, device="cpu"
     )
-    reranker = Phi3VisionReranker.from_settings(settings, image_loader=_image_for)
+    reranker = build_reranker(settings, image_loader=_image_for)
     assert reranker._model is None, "nothing loads before the first rerank"
     hits = _hits(2)
     result = reranker.rerank(RerankQuery(instruction="case"), hits)

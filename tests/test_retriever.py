@@ -13,9 +13,9 @@ import pytest
 from indexer_support import write_catalog
 
 from mmsearch.config import Settings
+from mmsearch.engine import Engine
 from mmsearch.errors import EncoderMismatchError, InvalidQueryError
 from mmsearch.pipelines import SearchPipeline, SearchRequest
-from mmsearch.pipelines.index import run_index
 from mmsearch.reranker.base import Reranker, RerankQuery, RerankResult, RetrievalOrderReranker
 from mmsearch.retriever import Query, Retriever, SearchOptions
 from mmsearch.store import ProductFilter, ProductStore
@@ -29,7 +29,8 @@ def indexed(tmp_path_factory):
     encoder = tiny_visual_bge_encoder(root / "bge")
     catalog = write_catalog(root / "data", 6, images_per_product=2)
     settings = Settings(milvus_uri=str(root / "milvus.db"), collection="products", cache_dir=root / "cache")
-    report = run_index(settings, source=str(catalog), encoder=encoder, progress=False)
+    with Engine(settings=settings, encoder=encoder) as engine:
+        report = engine.index(str(catalog))
     assert report.indexed == 12
     return encoder, settings.milvus_uri, root / "data"
 

@@ -10,9 +10,9 @@ import pytest
 from indexer_support import write_catalog
 
 from mmsearch.config import Settings
+from mmsearch.engine import Engine
 from mmsearch.errors import InvalidImageError, InvalidQueryError
 from mmsearch.pipelines import SearchPipeline, SearchRequest
-from mmsearch.pipelines.index import run_index
 from mmsearch.retriever import Query, Retriever, SearchOptions
 from mmsearch.store import ProductFilter, ProductStore
 from mmsearch.testing import tiny_visual_bge_encoder
@@ -24,7 +24,8 @@ def indexed(tmp_path_factory):
     encoder = tiny_visual_bge_encoder(root / "bge")
     catalog = write_catalog(root / "data", 6, images_per_product=2)
     settings = Settings(milvus_uri=str(root / "milvus.db"), collection="products", cache_dir=root / "cache")
-    assert run_index(settings, source=str(catalog), encoder=encoder, progress=False).indexed == 12
+    with Engine(settings=settings, encoder=encoder) as engine:
+        assert engine.index(str(catalog)).indexed == 12
     return encoder, settings.milvus_uri, root / "data"
 
 

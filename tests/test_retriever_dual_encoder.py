@@ -9,8 +9,8 @@ from indexer_support import write_catalog
 from PIL import Image
 
 from mmsearch.config import Settings
+from mmsearch.engine import Engine
 from mmsearch.errors import UnsupportedModeError
-from mmsearch.pipelines.index import run_index
 from mmsearch.retriever import Query, Retriever, SearchOptions
 from mmsearch.store import ProductStore
 from mmsearch.testing import tiny_dual_encoder, tiny_embeddinggemma
@@ -44,7 +44,8 @@ def parts(tmp_path_factory):
     titles = tiny_embeddinggemma(root / "gemma", dim=128)
     catalog = write_catalog(root / "data", 4, images_per_product=1)
     settings = Settings(milvus_uri=str(root / "m.db"), collection="dual", cache_dir=root / "cache")
-    report = run_index(settings, source=str(catalog), encoder=encoder, title_encoder=titles, progress=False)
+    with Engine(settings=settings, encoder=encoder, title_encoder=titles) as engine:
+        report = engine.index(str(catalog))
     assert report.indexed == 4
     return encoder, titles, settings.milvus_uri, Image.open(root / "data" / "img" / "p1_0.jpg").convert("RGB")
 

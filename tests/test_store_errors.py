@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from mmsearch.errors import StoreError, StoreLockedError, StoreUnavailableError
+from mmsearch.errors import CollectionNotFoundError, StoreError, StoreLockedError, StoreUnavailableError
 from mmsearch.store import ProductStore
 
 _OPEN_IN_CHILD = """
@@ -103,13 +103,23 @@ def test_lite_path_in_a_missing_directory_is_created(tmp_path):
     assert db.exists()
 
 
-def test_from_settings_uses_uri_and_collection(tmp_path):
+def test_engine_builds_the_store_from_settings_uri_and_collection(tmp_path):
     from mmsearch.config import Settings
+    from mmsearch.engine import build_store
 
     settings = Settings(milvus_uri=str(tmp_path / "s.db"), collection="from_settings")
-    with ProductStore.from_settings(settings) as store:
+    with build_store(settings) as store:
         assert (store.uri, store.collection, store.is_server) == (
             str(tmp_path / "s.db"),
             "from_settings",
             False,
         )
+
+
+def test_a_reader_never_creates_a_missing_lite_database(tmp_path):
+    """Issue 14: a search from another directory must not leave an empty ./mmsearch.db behind."""
+    db = tmp_path / "nowhere" / "missing.db"
+    with pytest.raises(CollectionNotFoundError) as err:
+        ProductStore(str(db), create=False)
+    assert str(err.value).startswith(f"no Milvus Lite database at {db}; run `mmsearch index` first")
+    assert not db.exists() and not db.parent.exists()

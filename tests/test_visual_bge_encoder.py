@@ -271,10 +271,10 @@ def test_weights_directory_resolves_official_file_name(tiny_dir, encoder):
     assert loaded.model_id == encoder.model_id
 
 
-def test_from_settings_smoke_builds_tiny_model(tmp_path):
-    enc = VisualizedBGEEncoder.from_settings(
-        Settings(smoke=True, cache_dir=tmp_path, device="cpu", encode_batch_size=4)
-    )
+def test_engine_smoke_builds_tiny_model(tmp_path):
+    from mmsearch.engine import build_encoder
+
+    enc = build_encoder(Settings(smoke=True, cache_dir=tmp_path, device="cpu", encode_batch_size=4))
     assert (enc.dim, enc.batch_size, enc.image_size) == (768, 4, 64)
 
 

@@ -198,7 +198,7 @@ def _add_index(sub) -> None:
 
 
 def _run_index(args: argparse.Namespace) -> int:
-    from mmsearch.pipelines.index import run_index
+    from mmsearch.engine import Engine
 
     settings = _settings(args)
     if args.batch_size:
@@ -218,17 +218,18 @@ def _run_index(args: argparse.Namespace) -> int:
         )
     elif args.ray_address or args.write != "upsert":
         raise ConfigError("--ray-address and --write bulk-import need --engine ray")
-    report = run_index(
-        settings,
-        source=args.source,
-        limit=args.limit,
-        failure_log=args.failure_log,
-        workers=args.workers,
-        max_images_per_product=args.max_images_per_product,
-        allow_paths=args.allow_path,
-        engine=args.engine,
-        ray_options=ray_options,
-    )
+    with Engine(settings=settings) as engine:
+        report = engine.index(
+            args.source,
+            limit=args.limit,
+            failure_log=args.failure_log,
+            workers=args.workers,
+            max_images_per_product=args.max_images_per_product,
+            allow_paths=args.allow_path,
+            progress=True,
+            engine=args.engine,
+            ray_options=ray_options,
+        )
     print(report.summary())
     return EXIT_PARTIAL if report.failed else EXIT_OK
 
@@ -284,22 +285,10 @@ def _add_search(sub) -> None:
     p.set_defaults(func=_run_search)
 
 
-def _fetch_query_image(ref: str, settings: Settings) -> bytes | str:
-    if ref.startswith(("http://", "https://")):
-        from mmsearch.media.fetch import ImageFetcher
-
-        with ImageFetcher(
-            cache_dir=settings.cache_dir / "images", max_bytes=settings.max_image_bytes
-        ) as fetcher:
-            return fetcher.fetch_bytes(ref)
-    return ref
-
-
 def _run_query_file(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mmsearch.media.fetch import ImageFetcher
-    from mmsearch.pipelines import SearchPipeline
+    from mmsearch.engine import Engine, build_fetcher
     from mmsearch.pipelines.batch import QueryFileRunner
 
     if args.image or args.text:
@@ -312,10 +301,11 @@ def _run_query_file(args: argparse.Namespace) -> int:
     with path.open("rb") as fh:
         total = sum(1 for line in fh if line.strip())
     settings = _settings(args)
-    pipeline = SearchPipeline.from_settings(settings, with_reranker=args.rerank)
+    engine = Engine(settings=settings)
+    pipeline = engine.pipeline(rerank=args.rerank)
     out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")  # noqa: SIM115 - closed below
     try:
-        with ImageFetcher.from_settings(settings) as fetcher, path.open("rb") as queries:
+        with build_fetcher(settings) as fetcher, path.open("rb") as queries:
             runner = QueryFileRunner(
                 pipeline, fetcher, base_dir=path.parent, batch_size=args.batch_size, rerank=args.rerank
             )
@@ -323,7 +313,7 @@ def _run_query_file(args: argparse.Namespace) -> int:
     finally:
         if out is not sys.stdout:
             out.close()
-        pipeline.retriever.store.close()
+        engine.close()
     print(report.summary(), file=sys.stderr)
     return EXIT_PARTIAL if report.failed else EXIT_OK
 
@@ -331,7 +321,7 @@ def _run_query_file(args: argparse.Namespace) -> int:
 def _run_search(args: argparse.Namespace) -> int:
     if args.queries:
         return _run_query_file(args)
-    from mmsearch.pipelines import SearchPipeline, SearchRequest
+    from mmsearch.engine import Engine
     from mmsearch.pipelines.render import format_result_table
     from mmsearch.store import ProductFilter
 
@@ -339,12 +329,10 @@ def _run_search(args: argparse.Namespace) -> int:
     filters = ProductFilter(
         category=args.category, min_price=args.min_price, max_price=args.max_price, min_rating=args.min_rating
     )
-    image = _fetch_query_image(args.image, settings) if args.image else None
-    pipeline = SearchPipeline.from_settings(settings, with_reranker=args.rerank)
-    result = pipeline.run(
-        SearchRequest(
-            image=image,
-            instruction=args.text,
+    with Engine(settings=settings) as engine:
+        result = engine.search(
+            image=args.image,
+            text=args.text,
             k=args.k,
             filters=filters,
             mode=args.mode,
@@ -353,7 +341,6 @@ def _run_search(args: argparse.Namespace) -> int:
             one_per_product=args.one_per_product,
             rerank=args.rerank,
         )
-    )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
@@ -457,9 +444,9 @@ def _add_categories(sub) -> None:
 
 
 def _run_categories(args: argparse.Namespace) -> int:
-    from mmsearch.store import ProductStore
+    from mmsearch.engine import build_store
 
-    with ProductStore.from_settings(_settings(args), create=False) as store:
+    with build_store(_settings(args), create=False) as store:
         counts = store.categories()
     if args.json:
         print(json.dumps([{"name": n, "count": c} for n, c in counts.items()], indent=2))

@@ -89,6 +89,9 @@ class TitleEncoderSpec:
         return self.kind if self.dim is None else f"{self.kind}:{self.dim}"
 
 
+SMOKE_BANNER = "SMOKE MODE: tiny random-weight models; results show the plumbing works, not search quality"
+
+
 def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "mmsearch"
 
@@ -183,6 +186,7 @@ __all__ = [
     "EMBEDDINGGEMMA_DIMS",
     "ENCODER_CHOICES",
     "ENCODER_VARIANTS",
+    "SMOKE_BANNER",
     "TITLE_ENCODER_CHOICES",
     "EncoderSpec",
     "Settings",

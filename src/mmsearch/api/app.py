@@ -22,58 +22,10 @@ from mmsearch.api.errors import install_error_handlers
 from mmsearch.api.routes import router
 from mmsearch.api.thumbnails import Thumbnailer
 from mmsearch.api.worker import DEFAULT_MAX_PENDING, InferenceWorker
-from mmsearch.config import Settings
-from mmsearch.media.fetch import ImageFetcher
-from mmsearch.pipelines import SearchPipeline
-from mmsearch.pipelines.factory import (
-    SMOKE_BANNER,
-    build_encoder,
-    build_reranker,
-    build_store,
-    build_title_encoder,
-)
-from mmsearch.retriever import QueryEncoder, Retriever
+from mmsearch.config import SMOKE_BANNER, Settings
+from mmsearch.engine import Engine, build_fetcher
 
 log = logging.getLogger("mmsearch.api")
-
-
-class ModelCachingFactory:
-    """Builds the pipeline from settings, keeping the models it loaded when opening Milvus fails.
-
-    A start-up that fails on the store (server down, Lite file locked, nothing indexed yet) is retried later;
-    the encoder and the reranker, which can take minutes to load, are loaded only once.
-    """
-
-    def __init__(self, *, with_reranker: bool = True):
-        self.with_reranker = with_reranker
-        self._encoder = None
-        self._title_encoder = None
-        self._reranker = None
-
-    def __call__(self, settings: Settings) -> SearchPipeline:
-        if self._encoder is None:
-            self._encoder = build_encoder(settings)
-        if self._title_encoder is None:
-            self._title_encoder = build_title_encoder(settings, self._encoder)
-        if self.with_reranker and self._reranker is None:
-            reranker = build_reranker(settings)
-            if hasattr(reranker, "load"):
-                reranker.load()  # at start-up, not on the first search that asks for a rerank
-            self._reranker = reranker
-        store = build_store(settings)
-        query_encoder = QueryEncoder(
-            self._encoder,
-            max_image_bytes=settings.max_image_bytes,
-            max_image_pixels=settings.max_image_pixels,
-        )
-        try:
-            retriever = Retriever(
-                self._encoder, store, query_encoder=query_encoder, title_encoder=self._title_encoder
-            )
-        except BaseException:
-            store.close()  # a Lite store left open would keep its file locked
-            raise
-        return SearchPipeline(retriever, self._reranker, max_k=settings.max_k, smoke=settings.smoke)
 
 
 def create_app(
@@ -89,18 +41,27 @@ def create_app(
     Args:
         settings: fixed settings; None reads `MMSEARCH_*` through the `get_settings` dependency (overridable).
         with_reranker: load the Phi-3 Vision reranker too (the default factory only).
-        pipeline_factory: builds the `SearchPipeline` from settings at start-up (tests pass tiny parts).
+        pipeline_factory: builds the `SearchPipeline` from settings at start-up (tests pass tiny parts). Default:
+            an `Engine` on the settings, which keeps its loaded models when opening Milvus fails and is retried.
         max_pending: searches queued or running before new ones get 503 (None: `settings.serve_max_queued`).
         retry_interval_s: after a failed start-up, the least time between two attempts to build the pipeline.
     """
-    factory = pipeline_factory or ModelCachingFactory(with_reranker=with_reranker)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         resolved = app.dependency_overrides.get(get_settings, get_settings)()
         if resolved.smoke:
             log.warning(SMOKE_BANNER)
-        fetcher = ImageFetcher.from_settings(resolved, retries=1, timeout=10.0, max_workers=4)
+        engine = None
+        factory = pipeline_factory
+        if factory is None:
+            engine = Engine(settings=resolved)
+
+            def factory(_settings: Settings):
+                # Models load once; a failed store open is retried by SearchService with the same engine.
+                return engine.pipeline(rerank=with_reranker, load=True)
+
+        fetcher = build_fetcher(resolved, retries=1, timeout=10.0, max_workers=4)
         limit = resolved.serve_max_queued if max_pending is None else max_pending
         worker = InferenceWorker(limit + DEFAULT_MAX_PENDING)  # batches, health checks and thumbnail lookups
         scheduler = SearchScheduler(
@@ -119,12 +80,15 @@ def create_app(
             retry_interval_s=retry_interval_s,
         )
         app.state.service = service
+        app.state.engine = engine  # None when a pipeline_factory was given
         await service.start()
         try:
             yield
         finally:
             app.state.service = None
             service.close()
+            if engine is not None:
+                engine.close()
 
     app = FastAPI(
         title="mmsearch",
@@ -147,4 +111,4 @@ def create_app(
     return app
 
 
-__all__ = ["ModelCachingFactory", "create_app"]
+__all__ = ["create_app"]

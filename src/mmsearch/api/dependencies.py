@@ -142,7 +142,7 @@ class SearchService:
             return body
         body["models"] = self._models()
         try:
-            future = self.worker.submit(pipeline.retriever.store.info)
+            future = self.worker.submit(pipeline.info)
             info = await asyncio.wait_for(asyncio.wrap_future(future), HEALTH_TIMEOUT_S)
             self._last_store_info = info
             body["milvus"] = {**info, "reachable": True, "stale": False}
@@ -160,9 +160,8 @@ class SearchService:
         self.scheduler.close()
         self.worker.close()
         self.thumbnails.close()
-        store = getattr(getattr(self.pipeline, "retriever", None), "store", None)
-        if store is not None and hasattr(store, "close"):
-            store.close()
+        if self.pipeline is not None:
+            self.pipeline.close()
 
 
 def get_service(request: Request) -> SearchService:

@@ -113,7 +113,7 @@ async def _thumbnail(product_id: str, service: SearchService) -> Response:
     ref = service.thumbnails.known_ref(product_id)
     if ref is None:
         pipeline = await service.ensure_pipeline()
-        hits = await service.worker.run(pipeline.retriever.store.get, [product_id])
+        hits = await service.worker.run(pipeline.get, [product_id])
         if not hits:
             raise ProductNotFoundError(f"no product with id {product_id!r}")
         service.thumbnails.remember(hits)

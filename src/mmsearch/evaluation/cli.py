@@ -74,18 +74,17 @@ def load_eval_set(args: argparse.Namespace, settings: Settings) -> tuple[EvalSet
     return eval_set, None
 
 
-def _index_gallery(eval_set: EvalSet, settings: Settings, encoder, title_encoder) -> None:
-    from mmsearch.pipelines.index import run_index
-
+def _index_gallery(eval_set: EvalSet, settings: Settings, engine) -> None:
     source = eval_set.source
+    allow: list[str] = []
     if source is None and eval_set.gallery is not None:
         name = "".join(c if c.isalnum() else "_" for c in eval_set.name)
         source = str(write_gallery_jsonl(eval_set.gallery, _work_dir(settings, name) / "gallery.jsonl"))
+        # The written gallery points at the data set's own image folders, outside the work dir.
+        allow = sorted({str(Path(item.image).resolve().parent) for item in eval_set.gallery})
     if source is None:
         return
-    report = run_index(
-        settings, source=source, encoder=encoder, title_encoder=title_encoder, progress=sys.stderr.isatty()
-    )
+    report = engine.index(source, allow_paths=allow, progress=sys.stderr.isatty())
     print(f"gallery -> {settings.collection}: {report.summary()}", file=sys.stderr)
 
 
@@ -93,12 +92,17 @@ def _evaluate_one(
     args: argparse.Namespace, settings: Settings, eval_set: EvalSet, modes: list[str]
 ) -> tuple[EvalReport, EncoderRun]:
     """Index the gallery (if any) and score `eval_set` with the encoders named by `settings`."""
-    from mmsearch.pipelines import SearchPipeline
-    from mmsearch.pipelines.factory import build_encoder, build_reranker, build_store, build_title_encoder
-    from mmsearch.retriever import QueryEncoder, Retriever
+    from mmsearch.engine import Engine
 
-    encoder = build_encoder(settings)
-    titles = build_title_encoder(settings, encoder)
+    with Engine(settings=settings) as engine:
+        return _evaluate_with(engine, args, settings, eval_set, modes)
+
+
+def _evaluate_with(
+    engine, args: argparse.Namespace, settings: Settings, eval_set: EvalSet, modes: list[str]
+) -> tuple[EvalReport, EncoderRun]:
+    encoder = engine.encoder
+    titles = engine.title_encoder
     usable = [m for m in modes if m in encoder.capabilities]
     skipped = [m for m in modes if m not in encoder.capabilities]
     if not usable:
@@ -106,26 +110,20 @@ def _evaluate_one(
             f"--modes {','.join(modes)}: none is available with encoder {settings.encoder_spec}; it supports "
             f"{','.join(sorted(encoder.capabilities))}"
         )
-    _index_gallery(eval_set, settings, encoder, titles)
-    query_encoder = QueryEncoder(
-        encoder, max_image_bytes=settings.max_image_bytes, max_image_pixels=settings.max_image_pixels
+    _index_gallery(eval_set, settings, engine)
+    pipeline = engine.pipeline(rerank=args.rerank)
+    report: EvalReport = evaluate(
+        pipeline,
+        eval_set,
+        modes=usable,
+        k=args.k,
+        rerank=args.rerank,
+        weights=getattr(args, "weights", None) or (0.7, 0.3),
+        ranker=getattr(args, "ranker", None) or "weighted",
+        n_resamples=getattr(args, "resamples", None) or 1000,
+        seed=getattr(args, "seed", 0) or 0,
+        progress=sys.stderr.isatty(),
     )
-    with build_store(settings) as store:
-        retriever = Retriever(encoder, store, query_encoder=query_encoder, title_encoder=titles)
-        reranker = build_reranker(settings) if args.rerank else None
-        pipeline = SearchPipeline(retriever, reranker, max_k=settings.max_k, smoke=settings.smoke)
-        report: EvalReport = evaluate(
-            pipeline,
-            eval_set,
-            modes=usable,
-            k=args.k,
-            rerank=args.rerank,
-            weights=getattr(args, "weights", None) or (0.7, 0.3),
-            ranker=getattr(args, "ranker", None) or "weighted",
-            n_resamples=getattr(args, "resamples", None) or 1000,
-            seed=getattr(args, "seed", 0) or 0,
-            progress=sys.stderr.isatty(),
-        )
     report.settings.update(
         collection=settings.collection,
         milvus_uri=settings.milvus_uri,

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from mmsearch.config import SMOKE_BANNER
 from mmsearch.evaluation.harness import EvalReport
-from mmsearch.pipelines.factory import SMOKE_BANNER
 
 FLOAT32_BYTES = 4
 COLUMNS = (

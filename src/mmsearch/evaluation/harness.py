@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from mmsearch.config import SMOKE_BANNER
 from mmsearch.errors import InvalidQueryError
 from mmsearch.evaluation.datasets import EvalQuery, EvalSet
 from mmsearch.evaluation.metrics import METRIC_NAMES, mean_metrics, paired_bootstrap, query_metrics
-from mmsearch.pipelines.factory import SMOKE_BANNER
 from mmsearch.pipelines.search import SearchPipeline, SearchResult
 from mmsearch.retriever import Query, SearchOptions
 from mmsearch.retriever.retriever import DEFAULT_WEIGHTS, SEARCH_MODES

@@ -2,6 +2,6 @@
 (encode, upsert).
 
 Entry points: `mmsearch.indexer.sources.open_source`, `mmsearch.indexer.job.IndexJob`;
-`mmsearch.pipelines.index.run_index` builds them all from `Settings`. Nothing is imported here, so importing one
+`mmsearch.pipelines.index.run_index` runs them over parts `mmsearch.Engine` built. Nothing is imported here, so importing one
 submodule stays light.
 """

@@ -116,7 +116,7 @@ class IndexReport:
 
 
 class IndexJob:
-    """Puts the parts together; builds none of them (see `mmsearch.pipelines.index.run_index` for that).
+    """Puts the parts together; builds none of them (`mmsearch.engine` does that).
 
     Args:
         encoder: has `model_id`, `dim`, `preprocess(images)`, `encode_pixels(pixels)`, `encode_texts(texts)`.
@@ -127,6 +127,7 @@ class IndexJob:
         prefetch: ready batches buffered ahead of the encoder.
         lookup_chunk: ids per `existing_ids` call.
         text_vectors: also store a title vector per product (hybrid search).
+        reindex: re-embed and overwrite ids already stored instead of skipping them.
         progress: show a tqdm bar (stderr).
         title_encoder: a `TitleEncoder` for the title vectors (default: the encoder's own text tower).
     """
@@ -142,6 +143,7 @@ class IndexJob:
         prefetch: int = 4,
         lookup_chunk: int = 512,
         text_vectors: bool = True,
+        reindex: bool = False,
         progress: bool = True,
         title_encoder: TitleEncoder | None = None,
     ):
@@ -160,6 +162,7 @@ class IndexJob:
         self.prefetch = prefetch
         self.lookup_chunk = lookup_chunk
         self.text_vectors = text_vectors
+        self.reindex = reindex
         self.progress = progress
         self._store_lock = threading.Lock()  # Milvus Lite clients are not known to be thread-safe
         self._count_lock = threading.Lock()
@@ -195,8 +198,10 @@ class IndexJob:
         def flush() -> Iterator[Product]:
             lookup = list(dict.fromkeys(p.id for p in chunk if state[p.id] == "pending"))
             t0 = time.perf_counter()
-            with self._store_lock:
-                existing = self.store.existing_ids(lookup) if lookup else set()
+            existing: set[str] = set()
+            if lookup and not self.reindex:
+                with self._store_lock:
+                    existing = self.store.existing_ids(lookup)
             report.lookup_s += time.perf_counter() - t0
             for pid in lookup:
                 state[pid] = "skipped" if pid in existing else "queued"

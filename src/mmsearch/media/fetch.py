@@ -115,18 +115,6 @@ class ImageFetcher:
         self.stats = {"downloaded": 0, "cache_hits": 0, "retries": 0}
         self._stats_lock = threading.Lock()
 
-    @classmethod
-    def from_settings(cls, settings, **overrides) -> ImageFetcher:
-        kwargs = {
-            "cache_dir": Path(settings.cache_dir) / "images",
-            "max_bytes": settings.max_image_bytes,
-            "max_pixels": settings.max_image_pixels,
-            "timeout": settings.fetch_timeout_s,
-            "retries": settings.fetch_retries,
-        }
-        kwargs.update(overrides)
-        return cls(**kwargs)
-
     # -- bytes -------------------------------------------------------------------------------------------------
 
     def resolve(self, ref: str | Path | bytes) -> str | Path | bytes:

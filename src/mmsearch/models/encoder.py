@@ -1,7 +1,7 @@
 """Batched Visualized BGE encoder: images, texts and image+text pairs to L2-normalised float32 numpy vectors.
 
-Entry point: `VisualizedBGEEncoder.from_pretrained(variant="base")` (hub id or local paths) or
-`VisualizedBGEEncoder.from_settings(settings)`. Text longer than the model's position window is truncated
+Entry point: `VisualizedBGEEncoder.from_pretrained(variant="base")` (hub id or local paths); `mmsearch.engine`
+builds it from settings. Text longer than the model's position window is truncated
 (keeping the final [SEP]) with a `TextTruncatedWarning`; empty text raises `InvalidTextError`.
 """
 
@@ -13,7 +13,7 @@ import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,9 +39,6 @@ from mmsearch.models.checkpoints import (
 )
 from mmsearch.models.preprocess import pixels_batch
 from mmsearch.models.visualized_bge import VisualizedBGE
-
-if TYPE_CHECKING:
-    from mmsearch.config import Settings
 
 TEXT_MODEL_TYPE = {"base": "bert", "m3": "xlm-roberta"}
 # What a text-model snapshot needs: config + tokenizer, never the text model's own weights.
@@ -173,28 +170,6 @@ class VisualizedBGEEncoder(Encoder):
             batch_size=batch_size,
             max_image_pixels=max_image_pixels,
             max_image_bytes=max_image_bytes,
-        )
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> VisualizedBGEEncoder:
-        """Encoder from `Settings`; with `settings.smoke` a tiny random-weight model built under `cache_dir`."""
-        if settings.smoke:
-            from mmsearch.testing.visual_bge import build_tiny_visual_bge
-
-            tiny = build_tiny_visual_bge(Path(settings.cache_dir) / "smoke" / "visual_bge")
-            weights: str | os.PathLike[str] = tiny.weights_path
-            text_model: str | os.PathLike[str] | None = tiny.text_model_dir
-        else:
-            weights, text_model = settings.encoder_weights, settings.encoder_text_model
-        return cls.from_pretrained(
-            settings.encoder_variant,
-            weights,
-            text_model,
-            device=settings.device,
-            dtype=settings.dtype,
-            batch_size=settings.encode_batch_size,
-            max_image_pixels=settings.max_image_pixels,
-            max_image_bytes=settings.max_image_bytes,
         )
 
     # ---- inputs -------------------------------------------------------------------------------------------

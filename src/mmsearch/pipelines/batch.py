@@ -160,7 +160,7 @@ class QueryFileRunner:
     def _load(self, spec: QuerySpec) -> SearchRequest:
         """The request with its image fetched (URL) or read (path, relative to the queries file) as bytes."""
         if spec.image_id is not None:
-            hits = self.pipeline.retriever.store.get([spec.image_id])
+            hits = self.pipeline.get([spec.image_id])
             if not hits or not hits[0].image_url:
                 raise InvalidQueryError(f"image_id {spec.image_id!r} is not an indexed product with an image")
             return replace(spec.request, image=self.fetcher.fetch_bytes(hits[0].image_url))

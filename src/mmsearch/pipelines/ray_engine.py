@@ -15,7 +15,7 @@ encoded, so after a `kill -9` the same command resumes, skipping what is stored.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import logging
 import os
 import shutil
@@ -28,13 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mmsearch.config import Settings
+from mmsearch.config import SMOKE_BANNER, Settings
 from mmsearch.errors import ClusterUnavailableError, ConfigError, MMSearchError
 from mmsearch.indexer.boundary import Failure
 from mmsearch.indexer.failures import FailureLog
 from mmsearch.indexer.job import IndexReport
 from mmsearch.indexer.sources import open_source
-from mmsearch.pipelines.factory import SMOKE_BANNER, build_encoder, build_store, build_title_encoder
 from mmsearch.pipelines.ray_shards import plan_shards
 from mmsearch.pipelines.ray_stages import (
     BulkWriteStage,
@@ -45,6 +44,7 @@ from mmsearch.pipelines.ray_stages import (
     read_shards,
     write_isolated,
 )
+from mmsearch.store import ProductStore
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +183,13 @@ class _Tally:
             self.stage_items[stage] += len(busy)
 
 
+def same_space_titles(encoder: Any) -> Any:
+    """The default title encoder in each actor: the image-text encoder's own text tower (picklable by name)."""
+    from mmsearch.models.base import SameSpaceTitles
+
+    return SameSpaceTitles(encoder)
+
+
 def run_index_ray(
     settings: Settings,
     *,
@@ -198,11 +205,13 @@ def run_index_ray(
     encoder_factory: Any = None,
     title_factory: Any = None,
     fetch_overrides: dict[str, Any] | None = None,
+    store: Any = None,
 ) -> IndexReport:
     """Index `source` into `settings.collection` on Ray Data; arguments as `pipelines.index.run_index`.
 
     `encoder_factory()` and `title_factory(encoder)` are picklable callables that build the encoder and the
-    title encoder in each actor (default: from `settings`, as the local engine does).
+    title encoder in each actor (`mmsearch.Engine` passes its builders; no title factory: the encoder's own text
+    tower). `store` is an open `ProductStore` the caller owns (default: one opened on the settings' URI).
     """
     from mmsearch.pipelines.index import default_failure_log
 
@@ -227,14 +236,25 @@ def run_index_ray(
     src.prepare()  # a missing file or an offline hub fails here, before the cluster starts
     if settings.smoke:
         print(f"*** {SMOKE_BANNER} ***", file=sys.stderr, flush=True)
-    factories = (
-        encoder_factory or functools.partial(build_encoder, settings),
-        title_factory or functools.partial(build_title_encoder, settings),
-    )
+    if encoder_factory is None:
+        raise ConfigError(
+            "run_index_ray needs encoder_factory (mmsearch.Engine.index(engine='ray') passes it)"
+        )
+    factories = (encoder_factory, title_factory or same_space_titles)
     log_path = Path(failure_log) if failure_log is not None else default_failure_log(settings)
     started = connect(options)
     try:
-        with build_store(settings) as store, FailureLog(log_path) as failures:
+        owned = store is None
+        if owned:
+            store = ProductStore(
+                settings.milvus_uri,
+                collection=settings.collection,
+                token=settings.milvus_token,
+                consistency=settings.milvus_consistency,
+            )
+        with contextlib.ExitStack() as stack, FailureLog(log_path) as failures:
+            if owned:
+                stack.enter_context(store)
             return _run(
                 settings,
                 src,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mmsearch.pipelines.factory import SMOKE_BANNER
+from mmsearch.config import SMOKE_BANNER
 
 
 def _cut(text: str, width: int) -> str:

@@ -1,6 +1,6 @@
 """Retrieve → (optional) rerank, with per-stage timings. The CLI, the API and the notebook all run this.
 
-Entry points: `SearchPipeline(retriever, reranker)` with built parts, or `SearchPipeline.from_settings(settings)`;
+Entry point: `SearchPipeline(retriever, reranker)` with built parts (`mmsearch.engine` builds them from settings);
 then `pipeline.run(SearchRequest(...)) -> SearchResult`.
 """
 
@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmsearch.errors import InvalidQueryError, MMSearchError
+from mmsearch.limits import DEFAULT_K, DEFAULT_MAX_K, DEFAULT_RRF_K
 from mmsearch.media.decode import ImageSource
+from mmsearch.reranker.base import Reranker, RerankQuery, RerankResult
 from mmsearch.retriever import Query, Retriever, SearchOptions
 from mmsearch.retriever.retriever import DEFAULT_WEIGHTS
+from mmsearch.store.filters import ProductFilter
 from mmsearch.types import Hit
 
 
@@ -24,12 +27,12 @@ class SearchRequest:
 
     image: ImageSource | None = None
     instruction: str = ""
-    k: int = 9
-    filters: Any = None  # mmsearch.store.ProductFilter
+    k: int = DEFAULT_K
+    filters: ProductFilter | None = None
     mode: str | None = None  # None: the encoder's default mode
     weights: tuple[float, float] = DEFAULT_WEIGHTS
     ranker: str = "weighted"
-    rrf_k: int = 60
+    rrf_k: int = DEFAULT_RRF_K
     rerank: bool = False
     one_per_product: bool = True  # one slot per product (its best image); False lists every matching image
 
@@ -58,7 +61,7 @@ class SearchResult:
     hits: list[Hit]
     retrieved: list[Hit]
     mode: str
-    rerank: Any = None  # mmsearch.reranker.RerankResult | None
+    rerank: RerankResult | None = None
     timings: dict[str, float] = field(default_factory=dict)
     smoke: bool = False
     request: SearchRequest | None = None
@@ -100,18 +103,18 @@ class SearchResult:
 class SearchPipeline:
     """Puts a `Retriever` and an optional `Reranker` together; builds nothing itself."""
 
-    def __init__(self, retriever: Retriever, reranker=None, *, max_k: int = 50, smoke: bool = False):
+    def __init__(
+        self,
+        retriever: Retriever,
+        reranker: Reranker | None = None,
+        *,
+        max_k: int = DEFAULT_MAX_K,
+        smoke: bool = False,
+    ):
         self.retriever = retriever
         self.reranker = reranker
         self.max_k = max_k
         self.smoke = smoke
-
-    @classmethod
-    def from_settings(cls, settings, *, with_reranker: bool = True) -> SearchPipeline:
-        from mmsearch.pipelines.factory import build_reranker
-
-        reranker = build_reranker(settings) if with_reranker else None
-        return cls(Retriever.from_settings(settings), reranker, max_k=settings.max_k, smoke=settings.smoke)
 
     def _prepare(self, request: SearchRequest) -> tuple[Query, SearchOptions]:
         """Validate one request and decode its image (once: it goes to the encoder and the reranker's panel)."""
@@ -174,8 +177,6 @@ class SearchPipeline:
             raise InvalidQueryError("reranking was requested but this pipeline has no reranker loaded")
         if len(result.hits) <= 1 or result.query is None:
             return result
-        from mmsearch.reranker.base import RerankQuery
-
         t1 = time.perf_counter()
         query = result.query
         rerank = self.reranker.rerank(
@@ -207,6 +208,24 @@ class SearchPipeline:
         if isinstance(result, MMSearchError):
             raise result
         return result
+
+    def get(self, ids: list[str]) -> list[Hit]:
+        """Stored products by id, in the order asked (missing ids left out)."""
+        return self.retriever.store.get(ids)
+
+    def info(self) -> dict[str, Any]:
+        """Where the store is and what it holds (for `/healthz`)."""
+        return self.retriever.store.info()
+
+    def close(self) -> None:
+        """Close the retriever (and so its store). The models need no closing."""
+        self.retriever.close()
+
+    def __enter__(self) -> SearchPipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 __all__ = ["SearchPipeline", "SearchRequest", "SearchResult"]

@@ -1,6 +1,7 @@
 """Phi-3 Vision reranker: one schema-constrained pass over a panel of the query and the candidates, validated into a
 permutation of all hits (repaired, retried once, or falling back to retrieval order). Entry point:
-`Phi3VisionReranker.from_settings(settings)` or `.from_pretrained(model, ...)`; the model loads on first use.
+`Phi3VisionReranker.from_pretrained(model, ...)` (`mmsearch.engine` calls it from settings); the model loads on
+first use.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from transformers import LogitsProcessorList
 
 from mmsearch.errors import MMSearchError, ModelLoadError, RerankError
 from mmsearch.limits import MAX_REASONS_CHARS
+from mmsearch.media import ImageFetcher
 from mmsearch.reranker.base import Reranker, RerankQuery, RerankResult, result_in_order
 from mmsearch.reranker.constrained import RankingConstraint, reasons_bound_for, token_budget, token_table
 from mmsearch.reranker.panel import MAX_CANDIDATES, panel_side_for, render_panel
@@ -105,19 +107,6 @@ class Phi3VisionReranker(Reranker):
 
         return cls(loader=load, image_loader=image_loader, max_new_tokens=max_new_tokens, source=model)
 
-    @classmethod
-    def from_settings(cls, settings, *, image_loader: ImageLoader | None = None) -> Phi3VisionReranker:
-        if image_loader is None:
-            image_loader = _fetcher_loader(settings)
-        return cls.from_pretrained(
-            settings.reranker_model,
-            device=settings.device,
-            dtype=settings.dtype,
-            num_crops=settings.reranker_num_crops,
-            max_new_tokens=settings.reranker_max_new_tokens,
-            image_loader=image_loader,
-        )
-
     # -- lazy parts ------------------------------------------------------------------------------------------------
 
     def load(self) -> tuple:
@@ -132,7 +121,7 @@ class Phi3VisionReranker(Reranker):
 
     def _image(self, hit: Hit) -> tuple[Image.Image, bool]:
         if self._image_loader is None:
-            self._image_loader = _fetcher_loader(None)
+            self._image_loader = _fetcher_loader()
         try:
             return self._image_loader(hit), True
         except MMSearchError:
@@ -233,16 +222,14 @@ class Phi3VisionReranker(Reranker):
         return constraint.spell(generated)
 
 
-def _fetcher_loader(settings) -> ImageLoader:
-    """Hit -> image via `ImageFetcher` (cached downloads, bounded decoding), created on first use."""
+def _fetcher_loader() -> ImageLoader:
+    """Hit -> image via a default `ImageFetcher` (bounded decoding, no cache), created on first use."""
     fetcher = None
 
     def load(hit: Hit) -> Image.Image:
         nonlocal fetcher
         if fetcher is None:
-            from mmsearch.media.fetch import ImageFetcher
-
-            fetcher = ImageFetcher.from_settings(settings) if settings is not None else ImageFetcher()
+            fetcher = ImageFetcher(retries=1, timeout=10.0, max_workers=4)
         if not hit.image_url:
             raise RerankError(f"hit {hit.id!r} has no image_url")
         return fetcher.open(hit.image_url)

@@ -1,6 +1,7 @@
 """Dense retrieval over the product index: query → joint embedding → Milvus (plain, hybrid or fused) → typed hits.
 
-Entry points: `Retriever(encoder, store, title_encoder=...)` with built parts, or `Retriever.from_settings(settings)`.
+Entry point: `Retriever(encoder, store, title_encoder=...)` with built parts (`mmsearch.engine` builds them from
+settings); it owns the store from then on and closes it in `close()`.
 Modes (compared by `mmsearch eval`; `encoder.capabilities` says which apply, `encoder.default_mode` is used when
 a request names none):
 - "joint": the image+instruction embedding against `image_vector` (the default with Visualized BGE, as in the
@@ -142,17 +143,6 @@ class Retriever:
                 title_dim=self.title_encoder.dim,
             )
 
-    @classmethod
-    def from_settings(cls, settings) -> Retriever:
-        from mmsearch.pipelines.factory import build_encoder, build_store, build_title_encoder
-
-        encoder = build_encoder(settings)
-        store = build_store(settings)
-        qe = QueryEncoder(
-            encoder, max_image_bytes=settings.max_image_bytes, max_image_pixels=settings.max_image_pixels
-        )
-        return cls(encoder, store, query_encoder=qe, title_encoder=build_title_encoder(settings, encoder))
-
     def resolve(self, options: SearchOptions) -> SearchOptions:
         """`options` with its mode filled in (the encoder's default); `UnsupportedModeError` for a mode the
         encoder cannot serve (joint with CLIP/SigLIP)."""
@@ -291,6 +281,18 @@ class Retriever:
             RetrievalResult(hits=h, mode=o.mode, timings=dict(timings), batch_size=len(options))
             for h, o in zip(hits, options, strict=True)
         ]
+
+    def close(self) -> None:
+        """Close the store (a Milvus Lite database is released for other processes)."""
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Retriever:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _weighted_rows(vectors: QueryVectors, idx: list[int]) -> tuple[list[int], list[int]]:

@@ -1,6 +1,6 @@
 """Milvus storage for product images: the collection schema, validated filters and `ProductStore`.
 
-Entry point: `ProductStore.from_settings(settings)`; filters are `ProductFilter(...)`.
+Entry point: `ProductStore(uri, collection=...)`; filters are `ProductFilter(...)`.
 """
 
 from mmsearch.store.filters import ProductFilter

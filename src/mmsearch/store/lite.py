@@ -66,8 +66,8 @@ def open_lite(uri: str, *, timeout: float, create: bool = True) -> tuple[MilvusC
     path = Path(uri).expanduser().resolve()
     if not create and not path.exists():
         raise CollectionNotFoundError(
-            f"no Milvus Lite database at {path}; run `mmsearch index` (or `mmsearch demo`) first, or point "
-            "--milvus-uri / MMSEARCH_MILVUS_URI at an existing one"
+            f"no Milvus Lite database at {path}; run `mmsearch index` first (or `mmsearch demo` for an offline "
+            "demo), or point --milvus-uri / MMSEARCH_MILVUS_URI at an existing one"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     with _lite_guard:

@@ -1,6 +1,6 @@
 """`ProductStore`: the one place that talks to Milvus (Lite file or server), in product and `Hit` terms.
 
-Entry points: `ProductStore(uri, collection=...)` and `ProductStore.from_settings(settings)`. Callers never see
+Entry point: `ProductStore(uri, collection=...)` (`mmsearch.engine.build_store` maps settings to it). Callers never see
 pymilvus types: vectors go in as numpy arrays, results come out as `mmsearch.types.Hit`.
 
 This module holds the connection, the collection's lifecycle and writes; each other job has a module of its own:
@@ -121,17 +121,6 @@ class ProductStore(
         self._stamp: EncoderStamp | None = None
         self._loaded = False
         self._version: str | None = None
-
-    @classmethod
-    def from_settings(cls, settings, *, create: bool = True) -> ProductStore:
-        """The store named by `settings.milvus_uri`, `settings.milvus_token` and `settings.collection`."""
-        return cls(
-            settings.milvus_uri,
-            collection=settings.collection,
-            token=settings.milvus_token,
-            consistency=getattr(settings, "milvus_consistency", DEFAULT_CONSISTENCY),
-            create=create,
-        )
 
     # -- connection ---------------------------------------------------------------------------------------
 
