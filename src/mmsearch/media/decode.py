@@ -154,8 +154,9 @@ def read_bounded(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     return read_regular_file(path, max_bytes)
 
 
-def check_aspect(what: str, width: int, height: int, max_aspect: float = MAX_ASPECT_RATIO) -> None:
-    """Refuse an image whose longer side exceeds `max_aspect` times its shorter side (see the module docstring)."""
+def check_aspect(what: str, width: int, height: int, max_aspect: float | None = None) -> None:
+    """Refuse an image whose longer side exceeds `max_aspect` (default `MAX_ASPECT_RATIO`) times its shorter side."""
+    max_aspect = MAX_ASPECT_RATIO if max_aspect is None else max_aspect
     short, long = min(width, height), max(width, height)
     if short >= 1 and long > max_aspect * short:
         raise InvalidImageError(
