@@ -100,3 +100,13 @@ def test_batch_endpoint_is_in_the_openapi_schema_with_every_query_field(served):
     body = spec["paths"]["/search/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert set(body["properties"]["queries"]["items"]["properties"]) == set(QUERY_FIELDS)
     assert set(QUERY_SCHEMA["properties"]) == set(QUERY_FIELDS)
+
+
+def test_a_filter_value_with_a_lone_surrogate_is_a_422_class_error_not_a_store_error(served):
+    c, _ = served
+    raw = '{"queries": [{"instruction": "case", "filters": {"category": "Phones\\ud800"}}]}'
+    resp = c.post("/search/batch", content=raw, headers={"content-type": "application/json"})
+    assert resp.status_code == 200, resp.text
+    (result,) = resp.json()["results"]
+    assert result["error"] == "invalid_filter"
+    assert "lone UTF-16 surrogate" in result["message"]

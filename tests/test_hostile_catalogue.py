@@ -56,7 +56,16 @@ def hostile(tmp_path_factory):
         }
 
         def run(n: int) -> subprocess.CompletedProcess:
-            args = ["index", "--smoke", "--source", str(cat.path), "--allow-path", str(cat.allow_dir)]
+            verbose = ["-v"] if n == 2 else []  # -v: INFO logs (httpx logs each URL) must be redacted too
+            args = [
+                *verbose,
+                "index",
+                "--smoke",
+                "--source",
+                str(cat.path),
+                "--allow-path",
+                str(cat.allow_dir),
+            ]
             args += ["--milvus-uri", str(base / "milvus.db"), "--collection", "hostile", "--batch-size", "8"]
             args += ["--failure-log", str(base / f"failures{n}.jsonl")]
             return subprocess.run(

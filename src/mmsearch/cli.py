@@ -466,6 +466,14 @@ COMMANDS: dict[str, Callable] = {
 }
 
 
+class _RedactingFilter(logging.Filter):
+    """Rewrites each log record's message with URLs redacted (no user:password@, no query string)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), None
+        return True
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmsearch", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -481,6 +489,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(
+            _RedactingFilter()
+        )  # httpx logs every request URL at INFO (-v), credentials and all
     try:
         return args.func(args)
     except MMSearchError as e:
