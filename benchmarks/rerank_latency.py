@@ -25,6 +25,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from mmsearch.limits import MAX_REASONS_CHARS
+from mmsearch.models.hf_cache import output_cache
 from mmsearch.models.phi3_vision_processor import Phi3VisionProcessor
 from mmsearch.reranker.base import RerankQuery
 from mmsearch.reranker.constrained import RankingConstraint, reasons_bound_for, token_budget, token_table
@@ -144,13 +145,13 @@ def time_split(model, processor, prompt: str, images, decode_steps: int) -> dict
         t0 = time.perf_counter()
         out = model(**inputs, use_cache=True, logits_to_keep=1)
         prefill_ms = (time.perf_counter() - t0) * 1e3
-        past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        past, token = output_cache(out), out.logits[:, -1:].argmax(-1)
         steps = []
         for _ in range(decode_steps):
             t1 = time.perf_counter()
-            out = model(input_ids=token, past_key_values=past, use_cache=True)
+            out = model(input_ids=token, cache=past, use_cache=True)  # either name works (hf_cache)
             steps.append((time.perf_counter() - t1) * 1e3)
-            past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            past, token = output_cache(out), out.logits[:, -1:].argmax(-1)
     return {
         "prompt_tokens": int(inputs["input_ids"].shape[1]),
         "prefill_ms": prefill_ms,

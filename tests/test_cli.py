@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from indexer_support import write_catalog
@@ -63,6 +66,20 @@ def test_search_table_is_labelled_as_smoke(indexed, capsys):
     out = capsys.readouterr().out
     assert out.startswith("[SMOKE MODE: tiny random-weight models")
     assert "rank" in out and "score" in out and "timings:" in out
+
+
+@pytest.mark.slow
+def test_search_with_rerank_prints_no_warnings(indexed):
+    """In a fresh process (each warning prints once per process), with every warning category shown."""
+    common, catalog, cache = indexed
+    image = sorted((catalog.parent / "img").iterdir())[0]
+    cmd = [sys.executable, "-W", "default", "-m", "mmsearch.cli", "search", *common]
+    cmd += ["--image", str(image), "--text", "phone case", "--rerank", "-k", "2", "--json"]
+    env = {**os.environ, "MMSEARCH_CACHE_DIR": str(cache)}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["rerank"]["stats"]["passes"] >= 1, "the reranker ran"
+    assert "warning" not in proc.stderr.lower(), proc.stderr
 
 
 def test_search_without_image_or_text_is_one_line_error(indexed, capsys):

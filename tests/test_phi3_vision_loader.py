@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from mmsearch.errors import ConfigError, ModelLoadError
+from mmsearch.models.hf_cache import output_cache
 from mmsearch.models.phi3_vision_loader import load_phi3_vision
 from mmsearch.testing import build_tiny_phi3_vision
 
@@ -102,6 +104,60 @@ def test_cache_is_rebuilt_with_the_images_when_longrope_switches(tmp_path, tiny,
     cached = greedy(model, batch, n=5, eos_token_id=None)
     assert len(calls) == 2, "images merged at prefill and again into the rebuilt cache"
     assert cached == greedy(model, batch, n=5, eos_token_id=None, use_cache=False)
+
+
+@pytest.mark.parametrize("name", ["cache", "past_key_values"])
+def test_a_cached_step_takes_the_cache_under_either_keyword_without_warnings(tiny, batch, name):
+    model, _ = tiny
+    ids = batch["input_ids"]
+    images = {"pixel_values": batch["pixel_values"], "image_sizes": batch["image_sizes"]}
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        full = model(input_ids=ids, **images, logits_to_keep=1).logits
+        prefix = model(input_ids=ids[:, :-1], **images, use_cache=True)
+        step = model(input_ids=ids[:, -1:], use_cache=True, **{name: output_cache(prefix)}).logits
+    torch.testing.assert_close(step, full, atol=1e-5, rtol=0)
+
+
+def with_filler(batch, processor, total: int) -> dict:
+    """`batch` with ordinary text tokens inserted before `<|end|>` until the prompt is `total` tokens long."""
+    ids = batch["input_ids"]
+    at = int((ids[0] == processor.tokenizer.convert_tokens_to_ids("<|end|>")).nonzero()[0, 0])
+    filler = torch.full((1, total - ids.shape[1]), 300, dtype=ids.dtype)
+    ids = torch.cat([ids[:, :at], filler, ids[:, at:]], dim=1)
+    return {**batch, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def test_generation_across_4096_positions_switches_to_the_long_rope_factors(tiny, batch):
+    """A 4094-token prompt: new tokens 1-3 are predicted from <= 4096 positions (short factors), 4-5 from more (long).
+
+    Before the switch each step's logits equal a full forward of the sequence so far (short factors); after it, they
+    equal a full forward with the long factors throughout, so no cache entry kept a short-factor rotation.
+    """
+    model, processor = tiny
+    limit = model.config.original_max_position_embeddings
+    assert limit == 4096
+    long_batch = with_filler(batch, processor, total=limit - 2)
+    calls = []
+    handle = model.model.vision_embed_tokens.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        out = model.generate(
+            **long_batch,
+            max_new_tokens=5,
+            do_sample=False,
+            eos_token_id=None,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+    finally:
+        handle.remove()
+    assert len(calls) == 2, "images merged at prefill and again into the cache rebuilt at the switch"
+    images = {"pixel_values": long_batch["pixel_values"], "image_sizes": long_batch["image_sizes"]}
+    with torch.inference_mode():
+        short = model(input_ids=out.sequences[:, :limit], **images, logits_to_keep=1).logits
+        long = model(input_ids=out.sequences[:, :-1], **images, logits_to_keep=2).logits
+    torch.testing.assert_close(out.logits[2][:, None], short, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.stack(out.logits[3:], dim=1), long, atol=1e-5, rtol=0)
 
 
 def test_logits_processors_steer_generation(tiny, batch):

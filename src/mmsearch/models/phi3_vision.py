@@ -12,10 +12,11 @@ import torch
 from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel, GenerationMixin, Phi3Config, Phi3Model
-from transformers.cache_utils import Cache
 from transformers.configuration_utils import PreTrainedConfig
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.models.phi3.modeling_phi3 import Phi3PreTrainedModel
+
+from mmsearch.models.hf_cache import DECODER_ARG, GENERATE_ARG, OUTPUT_FIELD, output_cache, pop_cache
 
 # LongRoPE factors of the official config.json (48 = head_dim / 2 values each).
 OFFICIAL_LONG_FACTOR = [
@@ -274,13 +275,14 @@ class Phi3VisionModel(Phi3Model):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         pixel_values: torch.Tensor | None = None,
         image_sizes: torch.Tensor | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
+        """The decoder's forward; the KV cache comes as `cache` or `past_key_values` (see `hf_cache`)."""
+        cache = pop_cache(kwargs)
         if input_ids is not None and inputs_embeds is None:
             inputs_embeds = self.embed(input_ids, pixel_values, image_sizes)
             input_ids = None
@@ -288,9 +290,9 @@ class Phi3VisionModel(Phi3Model):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            **{DECODER_ARG: cache},
             **kwargs,
         )
 
@@ -298,8 +300,16 @@ class Phi3VisionModel(Phi3Model):
 class Phi3VisionForCausalLM(Phi3PreTrainedModel, GenerationMixin):
     """Phi-3 Vision with its LM head; `generate(input_ids, attention_mask, pixel_values, image_sizes, ...)` uses the KV cache.
 
-    Image features are computed only when the step feeds the whole prompt (prefill, or a cache rebuilt when
-    LongRoPE switches to the long factor past 4096 positions); later decode steps reuse the cache.
+    Image features are computed only when the step feeds the whole prompt (prefill, or the rebuilt cache below);
+    later decode steps reuse the cache.
+
+    LongRoPE across `original_max_position_embeddings` (4096): the rotary factors depend on the sequence length,
+    short up to 4096 positions, long beyond. When a generated sequence first grows past 4096, the cached keys were
+    rotated with the short factors, so we drop the cache and recompute the whole sequence (images included) with
+    the long factors, once, then decode on. This is what transformers' own Phi-3 does; the hub's remote code kept
+    the cache and mixed both factors. We chose the recompute because cached generation then equals full recompute
+    (`use_cache=False`) token for token, at the cost of one extra prefill per generation that crosses 4096.
+    The same holds whichever keyword (`cache`, `past_key_values`) the installed transformers uses.
     """
 
     config: Phi3VisionConfig
@@ -323,7 +333,6 @@ class Phi3VisionForCausalLM(Phi3PreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         image_sizes: torch.Tensor | None = None,
@@ -331,12 +340,14 @@ class Phi3VisionForCausalLM(Phi3PreTrainedModel, GenerationMixin):
         logits_to_keep: int = 0,
         **kwargs,
     ) -> CausalLMOutputWithPast:
-        """Logits (batch, seq or logits_to_keep, vocab). `input_ids < 0` are image slots filled from `pixel_values`."""
+        """Logits (batch, seq or logits_to_keep, vocab). `input_ids < 0` are image slots filled from `pixel_values`.
+
+        The KV cache comes as `cache` or `past_key_values`; read it back with `hf_cache.output_cache(out)`.
+        """
         out = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             pixel_values=pixel_values,
@@ -346,24 +357,22 @@ class Phi3VisionForCausalLM(Phi3PreTrainedModel, GenerationMixin):
         hidden = out.last_hidden_state
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
-        return CausalLMOutputWithPast(logits=self.lm_head(hidden), past_key_values=out.past_key_values)
+        return CausalLMOutputWithPast(logits=self.lm_head(hidden), **{OUTPUT_FIELD: output_cache(out)})
 
     def prepare_inputs_for_generation(
         self,
         input_ids: torch.LongTensor,
-        past_key_values: Cache | None = None,
         pixel_values: torch.Tensor | None = None,
         image_sizes: torch.Tensor | None = None,
         **kwargs,
     ):
-        # As transformers' Phi3ForCausalLM: the first time the sequence passes original_max_position_embeddings,
-        # LongRoPE switches to the long factor, so the cache is dropped and the whole sequence recomputed.
+        cache = pop_cache(kwargs)  # `generate` names it `cache` (5.24) or `past_key_values` (5.23)
+        # LongRoPE: see the class docstring. The step that first passes the limit recomputes everything.
         limit = self.config.original_max_position_embeddings
-        crossing = past_key_values is not None and input_ids.shape[1] >= limit + 1
-        if crossing and 0 < past_key_values.get_seq_length() <= limit:
-            past_key_values = None
+        if cache is not None and input_ids.shape[1] > limit and 0 < cache.get_seq_length() <= limit:
+            cache = None
             kwargs["next_sequence_length"] = None
-        inputs = super().prepare_inputs_for_generation(input_ids, past_key_values=past_key_values, **kwargs)
+        inputs = super().prepare_inputs_for_generation(input_ids, **{GENERATE_ARG: cache}, **kwargs)
         # Images are needed whenever this step feeds the whole prompt (its placeholders are in it).
         fed = inputs.get("input_ids")
         if pixel_values is not None and fed is not None and fed.shape[1] == input_ids.shape[1]:
