@@ -8,6 +8,7 @@ import io
 import numpy as np
 import pytest
 import torch
+from image_mode_cases import CASES
 from phi3_kit import KIT, MANIFEST, PROMPTS
 from PIL import Image
 
@@ -155,3 +156,12 @@ def test_decode_skips_image_placeholders(processor):
 
 def test_stop_token_ids_are_end_and_endoftext(processor):
     assert processor.stop_token_ids == [391, 384]
+
+
+@pytest.mark.parametrize("case", ["I;16", "I", "F", "P transparency", "LA", "CMYK", "EXIF-rotated"])
+def test_unusual_modes_are_converted_to_rgb_before_the_hd_transform(case):
+    """The hub processor converts every image to RGB first (unlike Visualized BGE, which resizes first)."""
+    img = Image.open(io.BytesIO(CASES[case]()))
+    got = Phi3VisionImageProcessor(num_crops=4)([img])["pixel_values"]
+    want = Phi3VisionImageProcessor(num_crops=4)([img.convert("RGB")])["pixel_values"]
+    assert torch.equal(got, want)

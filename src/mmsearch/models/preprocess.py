@@ -2,7 +2,15 @@
 
 Entry point: `eval_transform(image, image_size)` -> (3, S, S) float32; `pixels_batch(images, image_size)` stacks.
 Order (as upstream): bicubic resize of the shortest side on the image as stored, centre crop with Python
-rounding, *then* convert to RGB (RGBA alpha is dropped, not composited), scale to [0, 1], normalise.
+rounding, *then* convert to RGB, scale to [0, 1], normalise. Upstream calls this on `Image.open(path)`, so the mode
+as decoded decides what the resize does, and so do we (the decoder keeps it):
+- `I;16`, `I`, `F` (16-bit, 32-bit, float grey) are resampled at full depth; the RGB conversion afterwards clips
+  to 0..255, so bright 16-bit pixels saturate after, not before, the resize.
+- `RGBA`, `LA`: PIL resamples with premultiplied alpha; the conversion then drops alpha (no compositing).
+- `P` (also with transparency) and `1`: PIL resamples these nearest-neighbour whatever filter is asked; the palette
+  colour of a transparent index is kept.
+- `CMYK` is resampled in CMYK and converted with PIL's formula.
+- EXIF orientation is not applied (upstream does not transpose): the pixels are used as stored.
 """
 
 from __future__ import annotations
@@ -18,11 +26,6 @@ from mmsearch.limits import CLIP_MEAN, CLIP_STD
 _MEAN = torch.tensor(CLIP_MEAN, dtype=torch.float32).view(3, 1, 1)
 _STD = torch.tensor(CLIP_STD, dtype=torch.float32).view(3, 1, 1)
 
-# Modes PIL can resample directly; anything else (e.g. I;16, CMYK edge cases) is converted to RGB first.
-_RESAMPLABLE_MODES = frozenset(
-    {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "I", "F"}
-)
-
 
 def resize_shortest_side(image: Image.Image, size: int) -> Image.Image:
     """Bicubic resize so the shorter side is `size`; the longer side is `int(size * long / short)` (truncated)."""
@@ -32,9 +35,11 @@ def resize_shortest_side(image: Image.Image, size: int) -> Image.Image:
     new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
     if (new_w, new_h) == (w, h):
         return image
-    if image.mode not in _RESAMPLABLE_MODES:
-        image = image.convert("RGB")
-    return image.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    try:
+        return image.resize((new_w, new_h), Image.Resampling.BICUBIC)  # in the source mode, as upstream
+    except ValueError:
+        # A mode this Pillow cannot resample (upstream would fail here): resample its RGB conversion instead.
+        return image.convert("RGB").resize((new_w, new_h), Image.Resampling.BICUBIC)
 
 
 def center_crop(image: Image.Image, size: int) -> Image.Image:
