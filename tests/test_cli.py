@@ -69,9 +69,12 @@ def test_search_table_is_labelled_as_smoke(indexed, capsys):
 
 
 @pytest.mark.slow
-def test_search_with_rerank_prints_no_warnings(indexed):
+def test_search_with_rerank_prints_no_warnings(smoke_env, tmp_path):
     """In a fresh process (each warning prints once per process), with every warning category shown."""
-    common, catalog, cache = indexed
+    _, catalog, cache = smoke_env
+    # A database of its own: Milvus Lite allows one process per file, and this process holds the shared one.
+    common = ["--smoke", "--milvus-uri", str(tmp_path / "milvus.db"), "--collection", "quiet"]
+    assert main(["index", *common, "--source", str(catalog), "--failure-log", str(tmp_path / "f.jsonl")]) == 0
     image = sorted((catalog.parent / "img").iterdir())[0]
     cmd = [sys.executable, "-W", "default", "-m", "mmsearch.cli", "search", *common]
     cmd += ["--image", str(image), "--text", "phone case", "--rerank", "-k", "2", "--json"]
