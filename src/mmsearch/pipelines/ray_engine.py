@@ -135,6 +135,16 @@ def connect(options: RayOptions) -> bool:
     return True
 
 
+def _reserve_little_cpu(ds: Any) -> None:
+    """Re-slicing blocks costs next to no CPU, but Ray reserves a whole core per task by default, which on a
+    small cluster starves fetch or encode of theirs (a 2-CPU cluster with writers deadlocks). Ray 2.60's
+    `repartition` takes no resource arguments, so set them on its logical operator."""
+    op = getattr(getattr(ds, "_logical_plan", None), "dag", None)
+    args = getattr(op, "ray_remote_args", None)
+    if isinstance(args, dict):
+        args.setdefault("num_cpus", 0.1)
+
+
 def _describe(factories: tuple[Any, Any]) -> dict[str, Any]:
     """What the driver needs to create or check the collection, read off the models in one worker."""
     encoder = factories[0]()
@@ -329,11 +339,12 @@ def _run(settings, src, store, failures, factories, options, batch, text_vectors
         read_shards,
         batch_size=1,
         fn_kwargs={"shards": shards, "lookup": lookup, "block_rows": batch},
-        num_cpus=0.25,
+        num_cpus=0.1,
     )
     # A task's output leaves it as one block (up to 128 MiB), and the next stage runs one task per block: cut
     # the records into blocks of one batch, so every stage after this one streams batch by batch.
     ds = ds.repartition(target_num_rows_per_block=batch)
+    _reserve_little_cpu(ds)
     ds = ds.map_batches(
         fetch_decode,
         batch_size=batch,
@@ -358,7 +369,7 @@ def _run(settings, src, store, failures, factories, options, batch, text_vectors
             batch_size=options.bulk_rows,
             fn_constructor_kwargs={"store": spec, "out_dir": str(out_dir)},
             compute=ray.data.ActorPoolStrategy(size=options.writers),
-            num_cpus=0.25,
+            num_cpus=0.1,
         )
     elif store.is_server:
         ds = ds.map_batches(
@@ -366,7 +377,7 @@ def _run(settings, src, store, failures, factories, options, batch, text_vectors
             batch_size=batch,
             fn_constructor_kwargs={"store": spec},
             compute=ray.data.ActorPoolStrategy(size=options.writers),
-            num_cpus=0.25,
+            num_cpus=0.1,
         )
     tally = _Tally.new()
     files: dict[str, str] = {}  # bulk: id -> "path#row" of the copy that will be imported (the later wins)
