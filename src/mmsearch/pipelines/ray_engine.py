@@ -149,7 +149,7 @@ def _describe(factories: tuple[Any, Any]) -> dict[str, Any]:
     """What the driver needs to create or check the collection, read off the models in one worker."""
     encoder = factories[0]()
     titles = factories[1](encoder)
-    return {
+    return {  # the models themselves are dropped on return
         "encoder_id": encoder.model_id,
         "dim": int(encoder.dim),
         "image_size": int(encoder.image_size),
@@ -300,7 +300,11 @@ def _run(settings, src, store, failures, factories, options, batch, text_vectors
         source=getattr(src, "name", type(src).__name__), failure_log=str(failures.path or "") or None
     )
     report.engine = "ray"
-    models = ray.get(ray.remote(_describe).remote(factories))
+    if len(ray.nodes()) == 1:
+        # One machine: read the models' ids here; torch is already imported, a fresh worker would import it again.
+        models = _describe(factories)
+    else:  # the driver may have no GPU, no weights and little memory: ask a worker
+        models = ray.get(ray.remote(_describe).remote(factories))
     image_size = models.pop("image_size")
     store.ensure_collection(**models, with_text_vector=text_vectors)
     with_text = bool(text_vectors and store.has_text_vector)
