@@ -59,6 +59,7 @@ class BulkFileWriter:
         self.schema = collection_schema(uri, collection, token)
         self.fields = {f.name for f in self.schema.fields}
         self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
 
     def write(
         self, products: Sequence[Product], image_vectors: np.ndarray, text_vectors: np.ndarray | None
