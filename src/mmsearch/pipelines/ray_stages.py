@@ -371,6 +371,8 @@ class BulkWriteStage:
         from mmsearch.store.bulk import BulkFileWriter
 
         self.writer = BulkFileWriter(store["uri"], store["collection"], out_dir, token=store.get("token"))
+        self.store = _store(store)  # builds the rows exactly as upserts would
+        self.with_text = self.store.has_text_vector
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
@@ -378,7 +380,14 @@ class BulkWriteStage:
         ok = [i for i, s in enumerate(cols["status"]) if s == "ok"]
         if ok:
             products, image, text = decode_vectors(cols, ok)
-            (path,) = self.writer.write(products, image, text)
+            # One row per "ok" row: repeated ids within the batch are resolved by the driver, not here.
+            rows = [
+                self.store.rows(
+                    [p], image[j : j + 1], None if text is None or not self.with_text else text[j : j + 1]
+                )[0]
+                for j, p in enumerate(products)
+            ]
+            (path,) = self.writer.write(rows)
             share = (time.perf_counter() - t0) / len(ok)
             for row, i in enumerate(ok):
                 cols["file"][i] = f"{path}#{row}"

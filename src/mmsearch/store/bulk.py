@@ -22,9 +22,6 @@ from typing import Any
 import numpy as np
 
 from mmsearch.errors import StoreError
-from mmsearch.store.rows import product_to_row
-from mmsearch.store.schema import IMAGE_VECTOR, TEXT_VECTOR
-from mmsearch.types import Product
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +58,14 @@ class BulkFileWriter:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
-    def write(
-        self, products: Sequence[Product], image_vectors: np.ndarray, text_vectors: np.ndarray | None
-    ) -> list[str]:
-        """Absolute paths of the files holding these rows, in the order given."""
-        if not products:
+    def write(self, rows: Sequence[dict[str, Any]]) -> list[str]:
+        """Absolute paths of the files holding these rows (`ProductStore.rows` output), in the order given."""
+        if not rows:
             return []
         writer = self._writer_cls(
             schema=self.schema, local_path=str(self.out_dir / uuid.uuid4().hex), file_type=self._file_type
         )
-        for i, product in enumerate(products):
-            row: dict[str, Any] = product_to_row(product)
-            row[IMAGE_VECTOR] = image_vectors[i].tolist()
-            if TEXT_VECTOR in self.fields and text_vectors is not None:
-                row[TEXT_VECTOR] = text_vectors[i].tolist()
+        for row in rows:
             writer.append_row(row)
         writer.commit()
         files = [str(Path(f).resolve()) for group in writer.batch_files for f in group]

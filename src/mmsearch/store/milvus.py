@@ -309,14 +309,11 @@ class ProductStore(
 
     # -- writes -------------------------------------------------------------------------------
 
-    def upsert(
+    def rows(
         self, products: Sequence[Product], image_vectors: np.ndarray, text_vectors: np.ndarray | None = None
-    ) -> int:
-        """Insert or replace products by id (idempotent); returns the number of rows written.
-
-        `image_vectors` and `text_vectors` have shape (len(products), dim). `text_vectors` is required when the
-        collection has a title vector and ignored when it has none. Within one call the last duplicate id wins.
-        """
+    ) -> list[dict[str, Any]]:
+        """The Milvus rows for `products` with their vectors, as `upsert` writes them (and bulk-import files hold
+        them). Arguments as `upsert`; within one call the last duplicate id wins."""
         stamp = self._ready()
         n = len(products)
         images = as_matrix("image_vectors", image_vectors, n, stamp.dim)
@@ -337,7 +334,17 @@ class ProductStore(
                 row[TEXT_VECTOR] = texts[i].tolist()
             rows.pop(product.id, None)  # keep the last occurrence, in its position
             rows[product.id] = row
-        batch = list(rows.values())
+        return list(rows.values())
+
+    def upsert(
+        self, products: Sequence[Product], image_vectors: np.ndarray, text_vectors: np.ndarray | None = None
+    ) -> int:
+        """Insert or replace products by id (idempotent); returns the number of rows written.
+
+        `image_vectors` and `text_vectors` have shape (len(products), dim). `text_vectors` is required when the
+        collection has a title vector and ignored when it has none. Within one call the last duplicate id wins.
+        """
+        batch = self.rows(products, image_vectors, text_vectors)
         self._categories_cache = None
         for start in range(0, len(batch), _UPSERT_BATCH):
             with self._call("upsert"):
