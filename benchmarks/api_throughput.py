@@ -81,7 +81,6 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument("--tiny", action="store_true", help="tiny random encoder (plumbing check)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
-    ap.add_argument("--dtype", default="auto")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     load_start = round(os.getloadavg()[0], 2)
