@@ -110,11 +110,35 @@ class EvaRotaryEmbedding(nn.Module):
         self.register_buffer("freqs_cos", grid_freqs.cos())
         self.register_buffer("freqs_sin", grid_freqs.sin())
 
+    def signed_sin(self) -> torch.Tensor:
+        """sin with the pair rotation's negation folded in: (-sin, +sin, -sin, ...) over each head's channels."""
+        sin = self.freqs_sin
+        sign = torch.tensor([-1.0, 1.0], dtype=sin.dtype, device=sin.device).repeat(sin.shape[-1] // 2)
+        return sin * sign
+
+    def with_cls(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, signed sin) tables of shape (1 + num_patches, head_width) for `rotate` over all tokens.
+
+        Row 0 is the identity (cos 1, sin 0), so the CLS token passes through unchanged (exactly) without a slice
+        and a `cat` of the activations. Small tables, built from the (loaded) buffers on each call so they always
+        follow the checkpoint, dtype and device.
+        """
+        cos, sin = self.freqs_cos, self.signed_sin()
+        return torch.cat([torch.ones_like(cos[:1]), cos]), torch.cat([torch.zeros_like(sin[:1]), sin])
+
+    @staticmethod
+    def rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+        """x * cos + swap_pairs(x) * signed_sin, x: (..., tokens, head_width).
+
+        The same roundings as the textbook (x0 cos - x1 sin, x1 cos + x0 sin), so float32 stays bit for bit,
+        with one swapped copy instead of a neg, a stack and a cat; no fused multiply-add for the same reason.
+        """
+        swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2).mul_(signed_sin)
+        return torch.mul(x, cos).add_(swapped)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (batch, heads, num_patches, head_width)
-        pairs = x.unflatten(-1, (-1, 2))  # (..., head_width/2, 2)
-        rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
-        return x * self.freqs_cos + rotated * self.freqs_sin
+        # x: (batch, heads, num_patches, head_width), patch tokens only
+        return self.rotate(x, self.freqs_cos, self.signed_sin())
 
 
 class EvaPatchEmbed(nn.Module):
@@ -150,9 +174,10 @@ class EvaAttention(nn.Module):
         q = F.linear(x, self.q_proj.weight, self.q_bias).view(b, n, self.num_heads, -1).transpose(1, 2)
         k = F.linear(x, self.k_proj.weight).view(b, n, self.num_heads, -1).transpose(1, 2)
         v = F.linear(x, self.v_proj.weight, self.v_bias).view(b, n, self.num_heads, -1).transpose(1, 2)
-        # Token 0 is CLS and carries no grid position.
-        q = torch.cat([q[:, :, :1], self.rope(q[:, :, 1:])], dim=2)
-        k = torch.cat([k[:, :, :1], self.rope(k[:, :, 1:])], dim=2)
+        # Token 0 is CLS and carries no grid position: its table row is the identity.
+        cos, sin = self.rope.with_cls()
+        q = self.rope.rotate(q, cos, sin)
+        k = self.rope.rotate(k, cos, sin)
         out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         out = out.transpose(1, 2).reshape(b, n, c)  # (batch, tokens, width)
         return self.proj(self.inner_attn_ln(out))
