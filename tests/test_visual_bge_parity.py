@@ -226,6 +226,23 @@ def test_encoder_multimodal_pairs_match_upstream(kit, encoder):
     np.testing.assert_allclose(emb, want, rtol=0, atol=EMBED_ATOL)
 
 
+def test_bfloat16_image_and_multimodal_embeddings_keep_cosine_to_upstream_float32(kit, state_dict):
+    """The CPU default on bf16 hardware: every parity image and pair within cosine 0.999 of upstream's float32."""
+    model = VisualizedBGE.from_state_dict(state_dict, kit.text_config, variant=kit.variant).to(torch.bfloat16)
+    files = [f"image_{n}" for n in IMAGE_NAMES] + [f"mm_{i}" for i in range(4)]
+    cosines = []
+    for file in files:
+        entry = kit.manifest(f"expected/{file}.npy")
+        image = Path(call_kwargs(entry)["image"]).stem
+        pixels = kit.load(f"expected/pixels{kit.image_size}_{image}.npy")[None].to(torch.bfloat16)
+        ids = torch.tensor(entry["input_ids"])
+        with torch.inference_mode():
+            emb = model.encode_multimodal(pixels, ids, torch.ones_like(ids))
+        assert emb.dtype == torch.float32
+        cosines.append(float((emb * kit.load(entry["file"])).sum()))
+    assert min(cosines) >= 0.999, dict(zip(files, cosines, strict=True))
+
+
 def test_encoder_dim_and_window_follow_the_variant(kit, encoder):
     text = kit.config["text_encoder"]
     offset = (

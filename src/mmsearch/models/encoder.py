@@ -12,6 +12,7 @@ import os
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -247,13 +248,26 @@ class VisualizedBGEEncoder(Encoder):
         return np.concatenate(out) if out else self._empty()
 
     def encode_images(self, images: Sequence[ImageSource]) -> np.ndarray:
-        """Paths, bytes or PIL images -> (n, dim). Decoding happens one batch at a time to bound memory."""
+        """Paths, bytes or PIL images -> (n, dim). Decoding happens one batch at a time to bound memory, the next
+        batch on a worker thread while the model runs the current one."""
         _check_image_sequence(images)
-        out = [
-            self.encode_pixels(self._preprocess([images[i] for i in idx], idx))
-            for idx in _chunks(len(images), self.batch_size)
-        ]
+        out = [self.encode_pixels(pixels) for pixels in self._preprocessed_batches(images)]
         return np.concatenate(out) if out else self._empty()
+
+    def _preprocessed_batches(self, images: Sequence[ImageSource]) -> Iterator[torch.Tensor]:
+        """`preprocess` output one batch at a time, decoding batch i + 1 while the caller encodes batch i (PIL and
+        the resize release the GIL). At most two batches of pixels exist at once; an error surfaces in order."""
+        batches = list(_chunks(len(images), self.batch_size))
+        if len(batches) < 2:
+            yield from (self._preprocess([images[i] for i in idx], idx) for idx in batches)
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="mmsearch-decode") as pool:
+            pending = pool.submit(self._preprocess, [images[i] for i in batches[0]], batches[0])
+            for idx in batches[1:]:
+                ready = pending.result()
+                pending = pool.submit(self._preprocess, [images[i] for i in idx], idx)
+                yield ready
+            yield pending.result()
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Texts -> (n, dim). Batches are formed from length-sorted texts to limit padding."""

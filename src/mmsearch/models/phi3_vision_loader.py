@@ -21,6 +21,7 @@ from mmsearch.limits import resolve_device, resolve_dtype
 from mmsearch.models.checkpoints import resolve_dir
 from mmsearch.models.phi3_vision import Phi3VisionConfig, Phi3VisionForCausalLM
 from mmsearch.models.phi3_vision_processor import Phi3VisionProcessor
+from mmsearch.models.quantize import quantize_int8_weight_only
 
 DEFAULT_MODEL = "microsoft/Phi-3-vision-128k-instruct"
 HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model"]
@@ -29,6 +30,7 @@ _HINT = (
     "(config.json, model-*.safetensors + model.safetensors.index.json, tokenizer.json, tokenizer_config.json, "
     "preprocessor_config.json), e.g. MMSEARCH_RERANKER_MODEL=/models/Phi-3-vision-128k-instruct"
 )
+QUANTIZE_MODES = ("none", "int8")
 
 
 def checkpoint_files(directory: Path) -> dict[str, Path]:
@@ -128,6 +130,7 @@ def load_phi3_vision(
     cache_dir: str | Path | None = None,
     device_map: str | dict | None = None,
     attn_implementation: str = "sdpa",
+    quantize: str = "none",
 ) -> tuple[Phi3VisionForCausalLM, Phi3VisionProcessor]:
     """Load the model (eval mode) and its processor from a hub id or a local checkpoint directory.
 
@@ -139,9 +142,13 @@ def load_phi3_vision(
         cache_dir: huggingface cache directory for hub downloads.
         device_map: accelerate device map ("auto", "balanced", or {module: device}) to spread a large model.
         attn_implementation: "sdpa" or "eager" (the official config asks for flash_attention_2, not needed here).
+        quantize: "none", or "int8": weight-only int8 decoder and LM head (`mmsearch.models.quantize`; the CLIP
+            tower and projector stay in `dtype`). Decode reads half the bytes; logits move by ~1% of their spread.
     Raises:
         ModelLoadError: the checkpoint is missing, offline, incomplete, or does not match the architecture.
     """
+    if quantize not in QUANTIZE_MODES:
+        raise ModelLoadError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}; got {quantize!r}")
     directory = resolve_dir(
         model,
         cache_dir,
@@ -178,6 +185,8 @@ def load_phi3_vision(
             dtype=torch_dtype,
         )
     net.generation_config = _generation_config(directory, config, processor)
+    if quantize == "int8":
+        quantize_int8_weight_only(net, skip=("vision_embed_tokens",))
     return net.eval(), processor
 
 
