@@ -144,6 +144,7 @@ def build_reranker(settings: Settings, *, image_loader=None):
         num_crops=settings.reranker_num_crops,
         max_new_tokens=settings.reranker_max_new_tokens,
         image_loader=image_loader or hit_image_loader(settings),
+        quantize=settings.reranker_quantize,
     )
 
 

@@ -85,6 +85,7 @@ class Phi3VisionReranker(Reranker):
         cache_dir: str | Path | None = None,
         device_map: str | dict | None = None,
         image_loader: ImageLoader | None = None,
+        quantize: str = "none",
     ) -> Phi3VisionReranker:
         """A reranker for a hub id or local checkpoint dir, loaded on first use."""
 
@@ -99,6 +100,7 @@ class Phi3VisionReranker(Reranker):
                     num_crops=num_crops,
                     cache_dir=cache_dir,
                     device_map=device_map,
+                    quantize=quantize,
                 )
             except MMSearchError:
                 raise
