@@ -1,7 +1,11 @@
 """Image-encoding throughput of Visualized BGE at full model size (official config, random weights): batched
 `encode_images` vs a one-image-at-a-time loop like the bootcamp notebook's (`encode(image=path).tolist()[0]`).
 
-Run: `python benchmarks/encode_throughput.py --device cpu --n-images 64 --out bench_encode.json`.
+Run: `python benchmarks/encode_throughput.py --device cpu --threads 2 --n-images 64 --also-dtype float32
+--out bench_encode.json` (GPU: `--device cuda --dtype bfloat16`). On CPU the machine's roofline (matmul GFLOP/s at
+the model's GEMM shapes, bf16 and fp32, and read bandwidth; `cpu_roofline.py`) is measured before and after the
+model runs, and each path reports its achieved GFLOP/s (FLOPs counted by `torch.utils.flop_counter`) as a share of
+its dtype's roofline.
 With `--encoder NAME` (repeatable: visualized-bge-base, visualized-bge-m3, clip, siglip) it instead times batched
 `encode_images` of each encoder at full size in one run, with speed ratios between them (`full_size_encoders`).
 Writes one JSON object to stdout and, with --out, to a file. Random weights: speed only, never quality.
@@ -28,7 +32,8 @@ from mmsearch.models.encoder import VisualizedBGEEncoder
 from mmsearch.models.visualized_bge import VisualizedBGE, VisualizedBGEConfig
 from mmsearch.testing.visual_bge import build_tiny_visual_bge
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `mmsearch bench` runs this file by path
+import cpu_roofline  # noqa: E402
 from full_size_encoders import ENCODERS, compare_encoders  # noqa: E402
 
 
@@ -66,6 +71,35 @@ def build_encoder(device: str, dtype: str, batch_size: int, tmp: Path) -> Visual
     return VisualizedBGEEncoder(
         model, tokenizer, model_id="random-base", device=device, dtype=dtype, batch_size=batch_size
     )
+
+
+def gemm_shapes(encoder: VisualizedBGEEncoder, batch: int) -> list[tuple[int, int, int]]:
+    """(M, K, N) of the model's big GEMMs at this batch size: EVA's attention/SwiGLU and BERT's MLP."""
+    cfg = encoder.model.config
+    eva_tokens = batch * (cfg.vision.num_patches + 1)
+    bert_tokens = batch * (cfg.vision.num_patches + 2)  # [CLS] + image tokens + [SEP]
+    w, h = cfg.vision.width, cfg.vision.mlp_hidden
+    return [
+        (eva_tokens, w, w),
+        (eva_tokens, w, h),
+        (eva_tokens, h, w),
+        (bert_tokens, cfg.text.hidden_size, cfg.text.intermediate_size),
+    ]
+
+
+def efficiency(flops_per_image: int, images_per_s: float, dtype: torch.dtype, roofline: dict | None) -> dict:
+    """Achieved GFLOP/s and, on CPU, its share of the same run's matmul roofline for that dtype."""
+    achieved = flops_per_image * images_per_s / 1e9
+    out = {"achieved_gflops": round(achieved, 1)}
+    if roofline is not None:
+        peak = roofline["matmul_gflops"][str(dtype).removeprefix("torch.")]
+        out["roofline_gflops"] = peak
+        out["share_of_roofline"] = round(achieved / peak, 3)
+    return out
+
+
+def ratio(a: float, b: float) -> float | None:
+    return round(a / b, 2) if b else None
 
 
 class Clock:
@@ -109,7 +143,10 @@ def main(argv: list[str] | None = None) -> dict:
         "--n-images", type=int, default=64, help="images encoded by the batched path per round"
     )
     parser.add_argument(
-        "--loop-images", type=int, default=None, help="images for the per-image loop (default: all)"
+        "--loop-images",
+        type=int,
+        default=None,
+        help="images for the per-image loop (default: all; 0: skip it)",
     )
     parser.add_argument(
         "--rounds", type=int, default=1, help="alternate loop and batched runs this many times"
@@ -132,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         paths = write_images(tmp, args.n_images, tuple(args.source_size))
-        loop_paths = paths[: args.loop_images or len(paths)]
+        loop_paths = paths[: len(paths) if args.loop_images is None else args.loop_images]
         encoder = build_encoder(args.device, args.dtype, args.batch_size, tmp)
         rss_loaded = peak_rss_mb()
         is_cuda = encoder.device.type == "cuda"
@@ -152,33 +189,44 @@ def main(argv: list[str] | None = None) -> dict:
             for path in loop_paths:  # the notebook: one file, one forward pass, one .tolist()
                 encoder.encode_images([path])[0].tolist()
 
+        other, other_clock = None, Clock(sync)
+        if args.also_dtype:  # timed in the same rounds as the main dtype
+            other = build_encoder(args.device, args.also_dtype, args.batch_size, tmp)
+            other.encode_images(paths[: min(len(paths), args.batch_size)])
+        flops_per_image = cpu_roofline.count_flops(
+            lambda: encoder.encode_pixels(encoder.preprocess(paths[:1]))
+        )
+        on_cpu = encoder.device.type == "cpu"
+        dtypes = sorted({str(encoder.dtype).removeprefix("torch."), args.also_dtype or "float32"})
+        shapes = gemm_shapes(encoder, args.batch_size)
+        roof_before = cpu_roofline.measure(shapes, dtypes) if on_cpu else None
+
         loop, batched, model_only = Clock(sync), Clock(sync), Clock(sync)
         load_before = os.getloadavg()[0]
-        emb = None
-        for _ in range(args.rounds):  # alternating, so a change in machine load hits both sides
-            loop.run(notebook_loop)
+        emb = other_emb = None
+        for _ in range(args.rounds):  # alternating, so a change in machine load hits every side
+            if loop_paths:
+                loop.run(notebook_loop)
             emb = batched.run(lambda: encoder.encode_images(paths))
+            if other is not None:
+                other_emb = other_clock.run(lambda: other.encode_images(paths))
         rss_after_runs = peak_rss_mb()
         pixels = encoder.preprocess(paths)
         model_only.run(lambda: encoder.encode_pixels(pixels))
 
-        extra = None
-        if args.also_dtype:
-            other = build_encoder(args.device, args.also_dtype, args.batch_size, tmp)
-            other.encode_images(paths[: min(len(paths), args.batch_size)])
-            other_clock = Clock(sync)
-            other_emb = other_clock.run(lambda: other.encode_images(paths))
-            extra = {
-                "dtype": str(other.dtype).removeprefix("torch."),
-                **other_clock.report(len(paths)),
-                "speedup_vs_loop": round(
-                    (len(paths) / other_clock.wall) / (len(loop_paths) * args.rounds / loop.wall), 2
-                ),
-                "max_abs_diff_vs_main_dtype": float(np.abs(other_emb - emb).max()),
-                "min_cosine_vs_main_dtype": float((other_emb * emb).sum(axis=1).min()),
-            }
         load_after = os.getloadavg()[0]
+        roofline = cpu_roofline.combine(roof_before, cpu_roofline.measure(shapes, dtypes)) if on_cpu else None
 
+    extra = None
+    if other is not None:
+        extra = {
+            "dtype": str(other.dtype).removeprefix("torch."),
+            **other_clock.report(len(paths) * args.rounds),
+            "speedup_vs_loop": ratio(len(paths) / other_clock.wall, len(loop_paths) / loop.wall),
+            **efficiency(flops_per_image, len(paths) * args.rounds / other_clock.wall, other.dtype, roofline),
+            "max_abs_diff_vs_main_dtype": float(np.abs(other_emb - emb).max()),
+            "min_cosine_vs_main_dtype": float((other_emb * emb).sum(axis=1).min()),
+        }
     n_loop, n_batched = len(loop_paths) * args.rounds, len(paths) * args.rounds
     result = {
         "benchmark": "visualized_bge_encode_images",
@@ -197,11 +245,21 @@ def main(argv: list[str] | None = None) -> dict:
         "load_average_1min": {"before": round(load_before, 2), "after": round(load_after, 2)},
         "batch_size": args.batch_size,
         "rounds": args.rounds,
-        "batched": batched.report(n_batched),
-        "per_image_loop": loop.report(n_loop),
-        "speedup_batched_vs_loop": round((n_batched / batched.wall) / (n_loop / loop.wall), 2),
-        "speedup_batched_vs_loop_cpu_time": round((n_batched / batched.cpu) / (n_loop / loop.cpu), 2),
-        "model_only_batched": model_only.report(len(paths)),
+        "gflop_per_image": round(flops_per_image / 1e9, 2),
+        "roofline": roofline,
+        "batched": {
+            **batched.report(n_batched),
+            **efficiency(flops_per_image, n_batched / batched.wall, encoder.dtype, roofline),
+        },
+        "per_image_loop": loop.report(n_loop) if n_loop else None,
+        "speedup_batched_vs_loop": ratio(n_batched / batched.wall, n_loop / loop.wall if n_loop else 0),
+        "speedup_batched_vs_loop_cpu_time": ratio(
+            n_batched / batched.cpu, n_loop / loop.cpu if n_loop else 0
+        ),
+        "model_only_batched": {
+            **model_only.report(len(paths)),
+            **efficiency(flops_per_image, len(paths) / model_only.wall, encoder.dtype, roofline),
+        },
         "peak_rss_mb": {"after_load": round(rss_loaded, 1), "after_runs": round(rss_after_runs, 1)},
     }
     if extra:
