@@ -6,7 +6,9 @@ always closes within `token_budget`). Entry point: `RankingConstraint.build(toke
 Costs, measured with the 32k Phi-3 vocabulary on 2 shared CPU cores: the outlines_core `Vocabulary` is built once
 per tokenizer (~0.7 s, cached); the regex `Index` depends on k only (~140 ms, cached per k). Putting the reasons
 bound into the regex instead (`{0,114}`) made each index ~1.4 s, so the bound is a vectorised length mask here.
-Per step the mask costs one bitmask write and an unpack (~0.3 ms).
+Per step the mask costs one bitmask write (host, 4 bytes per 32 tokens) and an unpack plus the unused-id and
+reasons rules as tensor lookups on the logits' device: no Python loop over allowed ids, no host read of a device
+value; measured against an unconstrained step by `benchmarks/constrained_overhead.py`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import weakref
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from outlines_core import Guide, Index, Vocabulary
 from outlines_core.json_schema import build_regex_from_schema
 from transformers import LogitsProcessor
@@ -60,10 +63,55 @@ class TokenTable:
             self._added[opened] = torch.tensor(counts, dtype=torch.int32)
         return self._added[opened]
 
+    def array_pieces(self) -> ArrayPieces:
+        """Each token's effect inside the ranking array, parsed once per table (see `ArrayPieces`)."""
+        if "pieces" not in self._added:
+            self._added["pieces"] = ArrayPieces.parse(self.token_bytes)
+        return self._added["pieces"]
+
     def warm(self) -> None:
         """Compute `reasons_added` for every prefix of the key now (~0.1 s each at 32k tokens) instead of mid-request."""
         for n in range(len(_REASONS_OPEN) + 1):
             self.reasons_added(_REASONS_OPEN[:n])
+        self.array_pieces()
+
+
+# What a token spells inside the ranking array, reduced to the characters that matter there (digits, "," and "]"):
+# its leading digits, then the first separator. Longer digit runs than any id cannot extend an id.
+_SEP_NONE, _SEP_COMMA, _SEP_CLOSE, _SEP_COMPLEX = 0, 1, 2, 3
+_MAX_DIGITS = 3
+
+
+@dataclass(frozen=True)
+class ArrayPieces:
+    """Per token id: `digits` (index into `strings`, the distinct leading digit runs) and `sep` (none, ",", "]",
+    or complex: more digits after a ","). Lets the unused-id rule run as tensor lookups instead of a Python loop
+    over the allowed tokens; only complex tokens (none in Phi-3's vocabulary, which splits digits) are checked one
+    by one, from the fixed list `complex_ids`."""
+
+    strings: list[str]
+    digits: torch.Tensor  # int64 (vocab,)
+    sep: torch.Tensor  # int64 (vocab,)
+    complex_ids: list[int]
+
+    @classmethod
+    def parse(cls, token_bytes: list[bytes | None]) -> ArrayPieces:
+        index: dict[str, int] = {"": 0}
+        digits, seps, complex_ids = [], [], []
+        for token_id, data in enumerate(token_bytes):
+            kept = "".join(c for c in (data or b"").decode("latin-1") if c.isdigit() or c in ",]")
+            run = len(kept) - len(kept.lstrip("0123456789"))
+            lead, rest = kept[:run], kept[run:]
+            sep = {"": _SEP_NONE, ",": _SEP_COMMA, "]": _SEP_CLOSE}.get(rest[:1], _SEP_COMPLEX)
+            if rest.startswith(",") and len(rest) > 1:
+                sep = _SEP_COMPLEX
+            if sep == _SEP_COMPLEX:
+                complex_ids.append(token_id)
+            if len(lead) > _MAX_DIGITS:
+                lead = "x"  # extends no id
+            digits.append(index.setdefault(lead, len(index)))
+            seps.append(sep)
+        return cls(list(index), torch.tensor(digits), torch.tensor(seps), complex_ids)
 
 
 def _byte_level_decoder() -> dict[str, int]:
@@ -183,6 +231,8 @@ class RankingConstraint(LogitsProcessor):
     _guide: Guide | None = field(default=None, repr=False)
     _bitmask: torch.Tensor | None = field(default=None, repr=False)
     _generated: bytearray = field(default_factory=bytearray, repr=False)
+    _pieces: ArrayPieces | None = field(default=None, repr=False)
+    _bits: torch.Tensor | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, tokenizer, k: int, *, eos_token_id: int, max_reasons_chars: int) -> RankingConstraint:
@@ -222,11 +272,14 @@ class RankingConstraint(LogitsProcessor):
         self._guide.write_mask_into(
             self._bitmask.data_ptr(), self._bitmask.numel(), self._bitmask.element_size()
         )
+        # The host writes 4 bytes per 32 tokens; everything after that happens on the logits' device.
+        if self._bits is None or self._bits.device != scores.device:
+            self._bits = torch.arange(32, dtype=torch.int32, device=scores.device)
+        words = self._bitmask.to(scores.device, non_blocking=True)
         # (1, words) int32 -> (1, words, 32) bits -> (vocab,) bool
-        bits = (self._bitmask.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1
-        allowed = bits.view(-1)[:vocab_size].bool()
+        allowed = ((words.unsqueeze(-1) >> self._bits) & 1).view(-1)[:vocab_size].bool()
         allowed = self._within_reasons_bound(self._only_unused_ids(allowed))
-        return scores.masked_fill(~allowed.to(scores.device), float("-inf"))
+        return scores.masked_fill(~allowed, float("-inf"))
 
     def _within_reasons_bound(self, allowed: torch.Tensor) -> torch.Tensor:
         """From the ranking's "]" on, allow only tokens whose reasons characters still fit the bound."""
@@ -243,7 +296,7 @@ class RankingConstraint(LogitsProcessor):
             if '"' in written:  # the string is closed; only the final "}" and the end token remain
                 return allowed
             opened, room = _REASONS_OPEN, self.max_reasons_chars - len(written)
-        added = self.table.reasons_added(opened)
+        added = self.table.reasons_added(opened).to(allowed.device)  # cached per table; 4 bytes a token
         fits = torch.zeros_like(allowed)
         n = min(len(fits), len(added))
         fits[:n] = added[:n] <= room
@@ -251,7 +304,9 @@ class RankingConstraint(LogitsProcessor):
         return allowed & fits
 
     def _only_unused_ids(self, allowed: torch.Tensor) -> torch.Tensor:
-        """Inside the ranking array, forbid tokens that would repeat an id already ranked."""
+        """Inside the ranking array, forbid tokens that would repeat an id already ranked: per distinct digit run
+        (a few dozen), whether partial + run can still grow into an unused id or completes one, looked up for all
+        tokens at once on `allowed`'s device."""
         text = self.text()
         start = text.find("[")
         if start < 0 or "]" in text[start:]:
@@ -259,12 +314,30 @@ class RankingConstraint(LogitsProcessor):
         items = text[start + 1 :].split(",")
         used, partial = set(items[:-1]), items[-1].strip()
         remaining = [str(i) for i in candidate_ids(self.k) if str(i) not in used]
-        keep = allowed.clone()
-        for token_id in torch.nonzero(allowed).flatten().tolist():
-            if not _extends_unused(self._emitted(token_id).decode("latin-1"), partial, remaining):
-                keep[token_id] = False
+        pieces = self._pieces_on(allowed.device, len(allowed))
+        grows = [any(r.startswith(partial + d) for r in remaining) for d in pieces.strings]
+        completes = [partial + d in remaining for d in pieces.strings]
+        table = torch.tensor([grows, completes, completes], device=allowed.device)  # rows: none, ",", "]"
+        sep = pieces.sep.clamp(max=_SEP_CLOSE)
+        keep = allowed & table[sep, pieces.digits]
+        for token_id in pieces.complex_ids:  # fixed per tokenizer, usually empty
+            keep[token_id] = bool(allowed[token_id]) and _extends_unused(
+                self._emitted(token_id).decode("latin-1"), partial, remaining
+            )
         # The schema always leaves a way to finish with unused ids; never mask everything if a vocab lacks it.
-        return keep if bool(keep.any()) else allowed
+        return torch.where(keep.any(), keep, allowed)
+
+    def _pieces_on(self, device: torch.device, vocab_size: int) -> ArrayPieces:
+        """The table's pieces on `device`, cut or padded to the logits' width (padding ids spell nothing)."""
+        cached = self._pieces
+        if cached is None or cached.digits.device != device or len(cached.digits) != vocab_size:
+            pieces = self.table.array_pieces()
+            pad = max(0, vocab_size - len(pieces.digits))
+            digits = F.pad(pieces.digits[:vocab_size], (0, pad)).to(device)
+            sep = F.pad(pieces.sep[:vocab_size], (0, pad)).to(device)
+            complex_ids = [i for i in pieces.complex_ids if i < vocab_size]
+            self._pieces = cached = ArrayPieces(pieces.strings, digits, sep, complex_ids)
+        return cached
 
 
 def _extends_unused(piece: str, partial: str, remaining: list[str]) -> bool:
