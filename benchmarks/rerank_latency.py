@@ -1,8 +1,10 @@
 """Reranker latency for one query (default k = 9): prompt tokens, generated tokens, passes, prefill and decode time,
 at full Phi-3 Vision size with random weights (or `--size tiny`), compared with the bootcamp notebook's numbers.
 
-Run: `python benchmarks/rerank_latency.py --out benchmarks/out/rerank_latency.json` (full size, bf16 on CPU,
-~8.3 GB). Token counts need the real tokenizer: pass `--tokenizer-dir` (a Phi-3 Vision checkpoint dir) or
+Run: `python benchmarks/rerank_latency.py --threads 2 --out benchmarks/out/rerank_latency.json` (full size, bf16 on
+CPU, ~8.3 GB; `--quantize int8` for the weight-only int8 decoder; GPU: `--device cuda`). In split mode on CPU the
+roofline (`cpu_roofline.py`) is measured before and after: prefill reports counted FLOPs and its share of the bf16
+matmul roofline, decode the bytes-per-token floor (weights + KV cache / read bandwidth) against its step time. Token counts need the real tokenizer: pass `--tokenizer-dir` (a Phi-3 Vision checkpoint dir) or
 `--llama-tokenizer path/to/tokenizer.json` (Llama 2's; Phi-3 uses its 32000 pieces plus the chat tokens, which are
 added here in the official order). Without either, the tiny 384-piece test tokenizer is used and text token counts
 are inflated (reported as such). `--mode split` times prefill plus `--decode-steps` cached decode steps and
@@ -23,10 +25,16 @@ from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw
+from torch.utils.flop_counter import FlopCounterMode
 
 from mmsearch.limits import MAX_REASONS_CHARS
 from mmsearch.models.hf_cache import output_cache
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `mmsearch bench` runs this file by path
+import cpu_roofline  # noqa: E402
+
 from mmsearch.models.phi3_vision_processor import Phi3VisionProcessor
+from mmsearch.models.quantize import quantize_int8_weight_only
 from mmsearch.reranker.base import RerankQuery
 from mmsearch.reranker.constrained import RankingConstraint, reasons_bound_for, token_budget, token_table
 from mmsearch.reranker.panel import panel_side_for, render_panel
@@ -141,9 +149,11 @@ def time_split(model, processor, prompt: str, images, decode_steps: int) -> dict
     device = model.get_input_embeddings().weight.device
     inputs = {k: v.to(device) for k, v in inputs.items()}
     inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    counter = FlopCounterMode(display=False)  # per-op bookkeeping only: negligible next to a prefill
     with torch.inference_mode():
         t0 = time.perf_counter()
-        out = model(**inputs, use_cache=True, logits_to_keep=1)
+        with counter:
+            out = model(**inputs, use_cache=True, logits_to_keep=1)
         prefill_ms = (time.perf_counter() - t0) * 1e3
         past, token = output_cache(out), out.logits[:, -1:].argmax(-1)
         steps = []
@@ -155,8 +165,57 @@ def time_split(model, processor, prompt: str, images, decode_steps: int) -> dict
     return {
         "prompt_tokens": int(inputs["input_ids"].shape[1]),
         "prefill_ms": prefill_ms,
+        "prefill_flops": int(counter.get_total_flops()),
         "decode_step_ms": sorted(steps)[len(steps) // 2] if steps else None,
         "decode_steps_timed": decode_steps,
+    }
+
+
+def prefill_shapes(model, tokens: int, image_crops: int) -> list[tuple[int, int, int]]:
+    """(M, K, N) of the prefill's big GEMMs: the decoder's qkv, gate_up and down projections, CLIP's MLP."""
+    c, v = model.config, model.config.vision_config
+    h, inter = c.hidden_size, c.intermediate_size
+    kv = c.num_key_value_heads * (h // c.num_attention_heads)
+    clip_rows = image_crops * ((v.image_size // v.patch_size) ** 2 + 1)
+    return [
+        (tokens, h, h + 2 * kv),
+        (tokens, h, 2 * inter),
+        (tokens, inter, h),
+        (clip_rows, v.hidden_size, 4 * v.hidden_size),
+    ]
+
+
+def streamed_bytes(model, prompt_tokens: int) -> dict:
+    """Bytes one decode step must read: decoder + LM head weights (not the embedding table, of which one row is
+    read, nor the vision tower) plus the KV cache of the prompt."""
+    weights = sum(
+        t.numel() * t.element_size()
+        for name, t in [*model.named_parameters(), *model.named_buffers()]
+        if "vision_embed_tokens" not in name and "embed_tokens" not in name
+    )
+    c = model.config
+    kv_dim = c.num_key_value_heads * (c.hidden_size // c.num_attention_heads)
+    kv = 2 * c.num_hidden_layers * prompt_tokens * kv_dim * model.dtype.itemsize
+    return {"weights": weights, "kv_cache": kv, "total": weights + kv}
+
+
+def vs_roofline(model, split: dict, roofline: dict, dtype: str, prompt_tokens: int) -> dict:
+    """Prefill: counted FLOPs / time vs the matmul roofline. Decode: the bytes-per-token floor vs the step time."""
+    achieved = split["prefill_flops"] / (split["prefill_ms"] / 1e3) / 1e9
+    peak = roofline["matmul_gflops"][dtype]
+    stream = streamed_bytes(model, prompt_tokens)
+    floor_ms = stream["total"] / (roofline["read_gbs"] * 1e9) * 1e3
+    step = split["decode_step_ms"]
+    return {
+        "prefill_gflop": round(split["prefill_flops"] / 1e9, 1),
+        "prefill_achieved_gflops": round(achieved, 1),
+        "prefill_roofline_gflops": peak,
+        "prefill_share_of_roofline": round(achieved / peak, 3),
+        "prefill_ms_at_roofline": round(split["prefill_flops"] / (peak * 1e9) * 1e3),
+        "decode_bytes_per_token": stream,
+        "decode_floor_ms": round(floor_ms, 1),
+        "decode_step_ms": round(step, 1) if step else None,
+        "decode_share_of_floor": round(floor_ms / step, 3) if step else None,
     }
 
 
@@ -180,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--caption", action="store_true", help="also time a caption pass over the query image")
     p.add_argument("--caption-tokens", type=int, default=50, help="generated tokens assumed for a caption")
     p.add_argument("--dtype", choices=["bfloat16", "float32", "float16"], default="bfloat16")
+    p.add_argument("--quantize", choices=["none", "int8"], default="none", help="weight-only int8 decoder")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--tokenizer-dir")
@@ -195,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         t0 = time.perf_counter()
         model, processor, tok_note = load_parts(args, tmp)
+        if args.quantize == "int8":
+            quantize_int8_weight_only(model, skip=("vision_embed_tokens",))
         build_s = time.perf_counter() - t0
         tok = processor.tokenizer
         end_id = tok.convert_tokens_to_ids("<|end|>")
@@ -259,8 +321,15 @@ def main(argv: list[str] | None = None) -> int:
         }
 
         if args.mode == "split":
+            on_cpu = args.device == "cpu"
+            shapes = prefill_shapes(model, prompt_tokens, image_crops=args.num_crops + 1)
+            roof_before = cpu_roofline.measure(shapes) if on_cpu else None
             split = time_split(model, processor, prompt, [panel.image], args.decode_steps)
             step = split["decode_step_ms"]
+            if on_cpu:
+                roofline = cpu_roofline.combine(roof_before, cpu_roofline.measure(shapes))
+                result["roofline"] = roofline
+                result["vs_roofline"] = vs_roofline(model, split, roofline, args.dtype, prompt_tokens)
             gen_worst = token_budget(k, bound)
             result["timing"] = {
                 "measured": {"prefill_ms": round(split["prefill_ms"]), "decode_step_ms_median": round(step)},
