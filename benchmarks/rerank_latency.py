@@ -156,19 +156,27 @@ def time_split(model, processor, prompt: str, images, decode_steps: int) -> dict
             out = model(**inputs, use_cache=True, logits_to_keep=1)
         prefill_ms = (time.perf_counter() - t0) * 1e3
         past, token = output_cache(out), out.logits[:, -1:].argmax(-1)
-        steps = []
-        for _ in range(decode_steps):
-            t1 = time.perf_counter()
-            out = model(input_ids=token, cache=past, use_cache=True)  # either name works (hf_cache)
-            steps.append((time.perf_counter() - t1) * 1e3)
-            past, token = output_cache(out), out.logits[:, -1:].argmax(-1)
+        steps, past, token = decode_steps_ms(model, past, token, decode_steps)
     return {
         "prompt_tokens": int(inputs["input_ids"].shape[1]),
         "prefill_ms": prefill_ms,
         "prefill_flops": int(counter.get_total_flops()),
         "decode_step_ms": sorted(steps)[len(steps) // 2] if steps else None,
         "decode_steps_timed": decode_steps,
+        "state": (past, token),
     }
+
+
+def decode_steps_ms(model, past, token, n: int) -> tuple[list[float], object, torch.Tensor]:
+    """`n` cached single-token greedy steps: their ms, and the cache and token to continue from."""
+    steps = []
+    with torch.inference_mode():
+        for _ in range(n):
+            t1 = time.perf_counter()
+            out = model(input_ids=token, cache=past, use_cache=True)  # either name works (hf_cache)
+            steps.append((time.perf_counter() - t1) * 1e3)
+            past, token = output_cache(out), out.logits[:, -1:].argmax(-1)
+    return steps, past, token
 
 
 def prefill_shapes(model, tokens: int, image_crops: int) -> list[tuple[int, int, int]]:
@@ -199,11 +207,10 @@ def streamed_bytes(model, prompt_tokens: int) -> dict:
     return {"weights": weights, "kv_cache": kv, "total": weights + kv}
 
 
-def vs_roofline(model, split: dict, roofline: dict, dtype: str, prompt_tokens: int) -> dict:
+def vs_roofline(stream: dict, split: dict, roofline: dict, dtype: str) -> dict:
     """Prefill: counted FLOPs / time vs the matmul roofline. Decode: the bytes-per-token floor vs the step time."""
     achieved = split["prefill_flops"] / (split["prefill_ms"] / 1e3) / 1e9
     peak = roofline["matmul_gflops"][dtype]
-    stream = streamed_bytes(model, prompt_tokens)
     floor_ms = stream["total"] / (roofline["read_gbs"] * 1e9) * 1e3
     step = split["decode_step_ms"]
     return {
@@ -217,6 +224,26 @@ def vs_roofline(model, split: dict, roofline: dict, dtype: str, prompt_tokens: i
         "decode_step_ms": round(step, 1) if step else None,
         "decode_share_of_floor": round(floor_ms / step, 3) if step else None,
     }
+
+
+def constraint_ms_per_token(tok, k: int, end_id: int, bound: int, vocab: int, seed: int = 0) -> dict:
+    """The constraint's own cost per generated token: a greedy pass over random logits of the model's vocab width
+    under the mask, timing only the logits-processor calls (what constrained decoding adds to a step)."""
+    gen = torch.Generator().manual_seed(seed)
+    constraint = RankingConstraint.build(tok, k, eos_token_id=end_id, max_reasons_chars=bound)
+    ids = torch.zeros(1, 1, dtype=torch.long)
+    spent, steps = 0.0, 0
+    for _ in range(token_budget(k, bound)):
+        scores = torch.randn(1, vocab, generator=gen)
+        t0 = time.perf_counter()
+        masked = constraint(ids, scores)
+        spent += time.perf_counter() - t0
+        steps += 1
+        token = masked.argmax(-1, keepdim=True)
+        ids = torch.cat([ids, token], dim=1)
+        if int(token) == end_id:
+            break
+    return {"steps": steps, "ms_per_token": round(spent / steps * 1e3, 3)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--caption-tokens", type=int, default=50, help="generated tokens assumed for a caption")
     p.add_argument("--dtype", choices=["bfloat16", "float32", "float16"], default="bfloat16")
     p.add_argument("--quantize", choices=["none", "int8"], default="none", help="weight-only int8 decoder")
+    p.add_argument(
+        "--also-int8-decode",
+        action="store_true",
+        help="split mode: after the timed steps, swap in the int8 decoder and time the same number of steps",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--tokenizer-dir")
@@ -326,10 +358,32 @@ def main(argv: list[str] | None = None) -> int:
             roof_before = cpu_roofline.measure(shapes) if on_cpu else None
             split = time_split(model, processor, prompt, [panel.image], args.decode_steps)
             step = split["decode_step_ms"]
+            constraint_cost = constraint_ms_per_token(tok, k, end_id, bound, model.config.vocab_size)
+            result["constraint_overhead"] = {
+                **constraint_cost,
+                "share_of_decode_step": round(constraint_cost["ms_per_token"] / step, 4) if step else None,
+            }
+            stream = streamed_bytes(model, prompt_tokens)
+            int8 = None
+            if args.also_int8_decode and args.quantize == "none":
+                # Same prompt cache, same run: the decoder swapped to weight-only int8 for the decode steps.
+                quantize_int8_weight_only(model, skip=("vision_embed_tokens",))
+                int8_steps, _, _ = decode_steps_ms(model, *split["state"], args.decode_steps)
+                int8 = {"decode_step_ms": sorted(int8_steps)[len(int8_steps) // 2]}
             if on_cpu:
                 roofline = cpu_roofline.combine(roof_before, cpu_roofline.measure(shapes))
                 result["roofline"] = roofline
-                result["vs_roofline"] = vs_roofline(model, split, roofline, args.dtype, prompt_tokens)
+                result["vs_roofline"] = vs_roofline(stream, split, roofline, args.dtype)
+                if int8 is not None:
+                    int8_floor = streamed_bytes(model, prompt_tokens)
+                    floor_ms = int8_floor["total"] / (roofline["read_gbs"] * 1e9) * 1e3
+                    result["int8_decode"] = {
+                        **int8,
+                        "bytes_per_token": int8_floor,
+                        "floor_ms": round(floor_ms, 1),
+                        "share_of_int8_floor": round(floor_ms / int8["decode_step_ms"], 3),
+                        "speedup_vs_bf16_step": round(step / int8["decode_step_ms"], 2),
+                    }
             gen_worst = token_budget(k, bound)
             result["timing"] = {
                 "measured": {"prefill_ms": round(split["prefill_ms"]), "decode_step_ms_median": round(step)},
