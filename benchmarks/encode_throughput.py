@@ -222,7 +222,9 @@ def main(argv: list[str] | None = None) -> dict:
         extra = {
             "dtype": str(other.dtype).removeprefix("torch."),
             **other_clock.report(len(paths) * args.rounds),
-            "speedup_vs_loop": ratio(len(paths) / other_clock.wall, len(loop_paths) / loop.wall),
+            "speedup_vs_loop": ratio(
+                len(paths) / other_clock.wall, len(loop_paths) / loop.wall if loop.wall else 0
+            ),
             **efficiency(flops_per_image, len(paths) * args.rounds / other_clock.wall, other.dtype, roofline),
             "max_abs_diff_vs_main_dtype": float(np.abs(other_emb - emb).max()),
             "min_cosine_vs_main_dtype": float((other_emb * emb).sum(axis=1).min()),
