@@ -27,20 +27,24 @@ def test_eval_synthetic_smoke_prints_a_labelled_table_and_writes_json(tmp_path, 
         "12",
         "--synthetic-queries",
         "4",
-        "--modes",
-        "joint,fused",
         "--out",
         str(out),
     ]
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "SMOKE MODE" in captured.out.splitlines()[0]
+    assert "PLUMBING CHECK" in captured.out.splitlines()[1]
     assert "dataset synthetic: 4 queries, k=10, rerank off" in captured.out
     assert "gallery -> eval_synthetic_smoke: [SMOKE" in captured.err
     report = json.loads(out.read_text())
     assert report["smoke"] is True
     assert report["n_queries"] == 4
-    assert list(report["modes"]) == ["joint", "fused"]
+    # Issue 13: every mode side by side, each with one slot per product and with every image.
+    assert list(report["modes"]) == [
+        f"{mode}{suffix}"
+        for mode in ("joint", "weighted", "fused", "hybrid-bm25")
+        for suffix in ("", "/images")
+    ]
     for mode in report["modes"].values():
         assert set(mode["retrieval"]) == set(METRIC_NAMES)
         assert all(0.0 <= v <= 1.0 for v in mode["retrieval"].values())

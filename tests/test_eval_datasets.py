@@ -290,3 +290,20 @@ def test_synthetic_files_are_readable_by_the_indexer_and_the_query_loader(tmp_pa
 def test_synthetic_refuses_zero_products(tmp_path):
     with pytest.raises(ValueError, match="n_products must be an integer >= 1, got 0"):
         generate_synthetic_set(tmp_path, n_products=0)
+
+
+def test_synthetic_titles_carry_brands_that_every_other_query_names(tmp_path):
+    """Issue 13: brand and model words live in titles only, so lexical fusion has something to find."""
+    syn = generate_synthetic_set(tmp_path / "syn", n_products=30, n_queries=6, seed=3)
+    by_asin = {p.parent_asin: p for p in syn.products}
+    assert all(p.brand and p.brand in p.title for p in syn.products)
+    assert all(p.model in p.title if p.product_type == "phone case" else not p.model for p in syn.products)
+    assert all(p.model for p in syn.products if p.product_type == "phone case")
+    branded = syn.eval_set.queries[1::2]
+    assert branded and all(" from " in q.instruction for q in branded)
+    for q in branded:
+        exact = [by_asin[a] for a, g in q.relevance.items() if g == 2]
+        assert exact, f"{q.id}: the named product must be in the gallery"
+        for p in exact:
+            assert f"from {p.brand}" in q.instruction and (not p.model or f"for {p.model}" in q.instruction)
+    assert all(" from " not in q.instruction for q in syn.eval_set.queries[0::2])

@@ -387,7 +387,15 @@ def _add_eval(sub) -> None:
     _common(p, several_encoders=True)
     p.add_argument("--queries", help="labelled queries (jsonl), or 'synthetic' for the generated offline set")
     p.add_argument("--format", choices=["mmsearch", "cirr", "fashioniq"], default="mmsearch")
-    p.add_argument("--modes", default="joint,weighted,fused", help="comma-separated retrieval modes")
+    p.add_argument(
+        "--modes", default=",".join(SEARCH_MODES), help="comma-separated retrieval modes (default: all)"
+    )
+    p.add_argument(
+        "--one-per-product",
+        choices=["on", "off", "both"],
+        default="both",
+        help="score each mode with one slot per product (on), every image (off, shown as MODE/images) or both",
+    )
     p.add_argument("--rerank", action="store_true", help="also evaluate with reranking")
     p.add_argument("-k", type=_positive_int, default=10)
     p.add_argument("--out", help="write the JSON report here")

@@ -30,6 +30,9 @@ from mmsearch.retriever.retriever import SEARCH_MODES
 SYNTHETIC = "synthetic"
 
 
+ONE_PER_PRODUCT = {"on": (True,), "off": (False,), "both": (True, False)}
+
+
 def parse_modes(text: str) -> list[str]:
     """`"joint,weighted"` -> ["joint", "weighted"]; an unknown or missing mode is a `ConfigError`."""
     modes = [m.strip() for m in (text or "").split(",") if m.strip()]
@@ -112,10 +115,16 @@ def _evaluate_with(
         )
     _index_gallery(eval_set, settings, engine)
     pipeline = engine.pipeline(rerank=args.rerank)
+    if "hybrid-bm25" in usable and (problem := pipeline.retriever.store.lexical_problem()) is not None:
+        print(f"skipped mode hybrid-bm25: {problem}", file=sys.stderr)
+        usable.remove("hybrid-bm25")
+        if not usable:
+            raise ConfigError(f"--modes {','.join(modes)}: nothing left to evaluate ({problem})")
     report: EvalReport = evaluate(
         pipeline,
         eval_set,
         modes=usable,
+        one_per_product=ONE_PER_PRODUCT[getattr(args, "one_per_product", None) or "on"],
         k=args.k,
         rerank=args.rerank,
         weights=getattr(args, "weights", None) or (0.7, 0.3),

@@ -24,7 +24,7 @@ from mmsearch.evaluation.datasets import EvalQuery, EvalSet
 from mmsearch.evaluation.metrics import METRIC_NAMES, mean_metrics, paired_bootstrap, query_metrics
 from mmsearch.pipelines.search import SearchPipeline, SearchResult
 from mmsearch.retriever import Query, SearchOptions
-from mmsearch.retriever.retriever import DEFAULT_WEIGHTS, SEARCH_MODES
+from mmsearch.retriever.retriever import DEFAULT_WEIGHTS, SEARCH_MODES, TEXT_VECTOR_MODES
 from mmsearch.types import Hit
 
 RERANK_STATUSES = ("ok", "repaired", "fallback", "skipped")
@@ -118,6 +118,7 @@ class EvalReport:
         lines = []
         if self.smoke:
             lines.append(f"*** {SMOKE_BANNER} ***")
+            lines.append("*** PLUMBING CHECK: the numbers below say nothing about search quality ***")
         lines.append(
             f"dataset {self.dataset}: {self.n_queries} queries, k={self.k}, rerank {'on' if self.rerank else 'off'}"
         )
@@ -125,12 +126,15 @@ class EvalReport:
             lines.append(f"note: {self.settings['dataset_note']}")
         if self.k < 10:
             lines.append(f"note: k={self.k} < 10, so the @10 metrics only see the top {self.k}")
-        head = f"{'mode':<9} {'ranking':<10}" + "".join(f"{SHORT_NAMES[m]:>9}" for m in METRIC_NAMES)
+        width = max([9, *(len(name) for name in self.modes)])
+        head = f"{'mode':<{width}} {'ranking':<10}" + "".join(f"{SHORT_NAMES[m]:>9}" for m in METRIC_NAMES)
         lines += [head, "-" * len(head)]
         for name, rep in self.modes.items():
             rows = [("retrieval", rep.retrieval)] + ([("reranked", rep.reranked)] if rep.reranked else [])
             for label, values in rows:
-                lines.append(f"{name:<9} {label:<10}" + "".join(f"{values[m]:>9.3f}" for m in METRIC_NAMES))
+                lines.append(
+                    f"{name:<{width}} {label:<10}" + "".join(f"{values[m]:>9.3f}" for m in METRIC_NAMES)
+                )
         uplifts = [(name, rep) for name, rep in self.modes.items() if rep.uplift]
         if uplifts:
             any_ci = uplifts[0][1].uplift[METRIC_NAMES[0]]
@@ -139,11 +143,12 @@ class EvalReport:
                 f"rerank uplift (reranked - retrieval): mean [{any_ci['confidence']:.0%} CI], paired bootstrap over "
                 f"{self.n_queries} queries, {any_ci['n_resamples']} resamples, seed {any_ci['seed']}"
             )
-            lines.append(f"  {'mode':<9} {'metric':<8} {'uplift':>7}  CI")
+            lines.append(f"  {'mode':<{width}} {'metric':<8} {'uplift':>7}  CI")
             for name, rep in uplifts:
                 for m, u in rep.uplift.items():
                     lines.append(
-                        f"  {name:<9} {SHORT_NAMES[m]:<8} {u['mean']:>+7.3f}  [{u['low']:+.3f}, {u['high']:+.3f}]"
+                        f"  {name:<{width}} {SHORT_NAMES[m]:<8} {u['mean']:>+7.3f}  "
+                        f"[{u['low']:+.3f}, {u['high']:+.3f}]"
                     )
             lines.append("")
             for name, rep in uplifts:
@@ -181,10 +186,22 @@ def _mean_timings(rows: list[dict[str, float]]) -> dict[str, float]:
     return {key: float(np.mean([row[key] for row in rows if key in row])) for key in keys}
 
 
+ALL_IMAGES_SUFFIX = "/images"  # report key of a mode run without one slot per product
+
+
+def run_names(modes: Sequence[str], one_per_product: Sequence[bool]) -> dict[str, tuple[str, bool]]:
+    """Report key -> (mode, one_per_product): `joint` is one slot per product, `joint/images` every image."""
+    return {
+        (mode if opp else mode + ALL_IMAGES_SUFFIX): (mode, opp)
+        for mode in modes
+        for opp in dict.fromkeys(one_per_product)
+    }
+
+
 def _retrieve_all(
     pipeline: SearchPipeline,
     queries: Sequence[EvalQuery],
-    modes: list[str],
+    runs: dict[str, tuple[str, bool]],
     depth: int,
     weights: tuple[float, float],
     ranker: str,
@@ -196,13 +213,19 @@ def _retrieve_all(
     timings are per query: the chunk's encode and search time divided by its size."""
     retriever = pipeline.retriever
     options = {
-        mode: SearchOptions(
-            k=depth, mode=mode, weights=weights, ranker=ranker, rrf_k=rrf_k, max_k=pipeline.max_k
+        name: SearchOptions(
+            k=depth,
+            mode=mode,
+            weights=weights,
+            ranker=ranker,
+            rrf_k=rrf_k,
+            max_k=pipeline.max_k,
+            one_per_product=opp,
         )
-        for mode in modes
+        for name, (mode, opp) in runs.items()
     }
-    with_text = any(mode != "joint" for mode in modes)
-    out: dict[str, list[SearchResult]] = {mode: [] for mode in modes}
+    with_text = any(mode in TEXT_VECTOR_MODES for mode, _ in runs.values())
+    out: dict[str, list[SearchResult]] = {name: [] for name in runs}
     bar = tqdm(
         total=len(queries), desc="eval encode+search", disable=not progress, file=sys.stderr, leave=False
     )
@@ -211,10 +234,10 @@ def _retrieve_all(
         vectors = retriever.encode(
             [Query(image=q.image, instruction=q.instruction) for q in chunk], with_text=with_text
         )
-        for mode in modes:
-            for found in retriever.search_vectors(vectors, [options[mode]] * len(chunk)):
+        for name in runs:
+            for found in retriever.search_vectors(vectors, [options[name]] * len(chunk)):
                 timings = {key: value / len(chunk) for key, value in found.timings.items()}
-                out[mode].append(
+                out[name].append(
                     SearchResult(
                         hits=list(found.hits),
                         retrieved=list(found.hits),
@@ -234,6 +257,7 @@ def evaluate(
     queries: EvalSet | Sequence[EvalQuery],
     *,
     modes: Sequence[str] = ("joint",),
+    one_per_product: Sequence[bool] = (True,),
     k: int = 10,
     rerank: bool = False,
     reranker: Any = None,
@@ -252,7 +276,9 @@ def evaluate(
         target: a `SearchPipeline`, or a `Retriever` (then `reranker` is the optional reranker).
         queries: an `EvalSet` or a list of `EvalQuery`.
         k: candidates scored (and reranked) per query; a query's excluded ids are fetched on top of it.
-        weights, ranker, rrf_k: fusion settings for the `weighted` and `fused` modes.
+        one_per_product: run each mode with one slot per product (True, report key `mode`), with every image
+            (False, key `mode/images`), or both; a product met twice still counts once in the metrics.
+        weights, ranker, rrf_k: fusion settings for the `weighted`, `fused` and `hybrid-bm25` modes.
         n_resamples, confidence, seed: the paired bootstrap of the uplift.
         smoke: label the report as tiny random-weight models (default: the pipeline's own flag).
     """
@@ -268,9 +294,12 @@ def evaluate(
     extra = max(len(q.exclude) for q in eval_set.queries)
     depth = min(k + extra, pipeline.max_k)
 
-    retrieved = _retrieve_all(pipeline, eval_set.queries, modes, depth, weights, ranker, rrf_k, progress)
+    if not one_per_product or any(not isinstance(v, bool) for v in one_per_product):
+        raise InvalidQueryError(f"one_per_product must list True and/or False, got {one_per_product!r}")
+    runs = run_names(modes, one_per_product)
+    retrieved = _retrieve_all(pipeline, eval_set.queries, runs, depth, weights, ranker, rrf_k, progress)
     reports: dict[str, ModeReport] = {}
-    for mode in modes:
+    for mode in runs:
         base_rows, rerank_rows, timing_rows, per_query = [], [], [], []
         statuses: Counter[str] = Counter()
         bar = tqdm(
@@ -341,4 +370,12 @@ def evaluate(
     )
 
 
-__all__ = ["RERANK_STATUSES", "EvalReport", "ModeReport", "evaluate", "ranking_keys"]
+__all__ = [
+    "ALL_IMAGES_SUFFIX",
+    "RERANK_STATUSES",
+    "EvalReport",
+    "ModeReport",
+    "evaluate",
+    "ranking_keys",
+    "run_names",
+]

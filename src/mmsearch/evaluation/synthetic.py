@@ -5,9 +5,13 @@ Entry point: `generate_synthetic_set(out_dir, n_products=60, n_queries=20, seed=
 swatches under `queries/`, and `queries.jsonl` in our labelled format. Everything is deterministic by seed, and
 product i is the same image whatever `n_products` is, so ids stay stable across sizes.
 
+Every product has a brand (and phone cases a phone model) in its title only, never in its picture: "OtterBox
+Gold leopard print phone case for iPhone 15". Every other query names the brand (and model) of one product with
+the wanted look ("... from OtterBox for iPhone 15"), so only lexical matching on titles can find it.
+
 Relevance of a product to a query "a <type> with this pattern" + swatch (pattern P in colourway C):
-2 = same type, pattern and colourway; 1 = same pattern and colourway on another product type (the look is
-right, the product is not); otherwise unlabelled (0).
+2 = same type, pattern and colourway (and, when the query names them, same brand and model); 1 = same pattern and
+colourway otherwise (the look is right, the product is not); otherwise unlabelled (0).
 """
 
 from __future__ import annotations
@@ -40,10 +44,16 @@ PATTERN_WORDS = {
 }
 CATEGORIES = {"phone case": "Cell Phones & Accessories", "mug": "Amazon Home", "shirt": "AMAZON FASHION"}
 INSTRUCTIONS = ("a {type} with this pattern", "{type} in this print", "I want a {type} that looks like this")
+BRANDS = {
+    "phone case": ("OtterBox", "Spigen", "Casetify"),
+    "mug": ("Yeti", "Contigo", "Ember"),
+    "shirt": ("Uniqlo", "Hanes", "Gildan"),
+}
+PHONE_MODELS = ("iPhone 15", "Galaxy S24", "Pixel 8")
 _BACKGROUND = (246, 246, 244)
 _OUTLINE = (70, 70, 70)
 _MARKER = "synthetic.json"
-_FORMAT = 1
+_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,8 @@ class SyntheticProduct:
     colour: str
     image: str
     title: str
+    brand: str = ""
+    model: str = ""  # phone cases only
 
 
 @dataclass
@@ -183,11 +195,17 @@ def _product_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, 2, index])
 
 
-def grade(product: SyntheticProduct, product_type: str, pattern: str, colour: str) -> float:
-    """Relevance of `product` to a query for (product_type, pattern, colour): 2, 1 or 0."""
+def grade(
+    product: SyntheticProduct, product_type: str, pattern: str, colour: str, brand: str = "", model: str = ""
+) -> float:
+    """Relevance of `product` to a query for (product_type, pattern, colour[, brand, model]): 2, 1 or 0."""
     if (product.pattern, product.colour) != (pattern, colour):
         return 0.0
-    return 2.0 if product.product_type == product_type else 1.0
+    exact = product.product_type == product_type and (brand, model) in (
+        ("", ""),
+        (product.brand, product.model),
+    )
+    return 2.0 if exact else 1.0
 
 
 def generate_synthetic_set(
@@ -228,8 +246,15 @@ def generate_synthetic_set(
         path = root / "images" / f"{asin}.png"
         if fresh or not path.is_file():
             draw_product(ptype, pattern, colour, image_size, rng).save(path)
-        title = f"{colour.capitalize()} {PATTERN_WORDS[pattern]} {ptype}"
-        products.append(SyntheticProduct(asin, ptype, pattern, colour, str(path.resolve()), title))
+        word_rng = np.random.default_rng([seed, 6, i])
+        brand = BRANDS[ptype][int(word_rng.integers(len(BRANDS[ptype])))]
+        model = PHONE_MODELS[int(word_rng.integers(len(PHONE_MODELS)))] if ptype == "phone case" else ""
+        title = f"{brand} {colour.capitalize()} {PATTERN_WORDS[pattern]} {ptype}" + (
+            f" for {model}" if model else ""
+        )
+        products.append(
+            SyntheticProduct(asin, ptype, pattern, colour, str(path.resolve()), title, brand, model)
+        )
         meta_rng = np.random.default_rng([seed, 3, i])
         records.append(
             {
@@ -259,16 +284,25 @@ def generate_synthetic_set(
         if fresh or not path.is_file():
             draw_swatch(pattern, colour, image_size, rng).save(path)
         template = INSTRUCTIONS[int(rng.integers(len(INSTRUCTIONS)))]
+        instruction = template.format(type=ptype)
+        brand = model = ""
+        if q % 2:  # every other query names the brand (and phone model) of one product with the wanted look
+            targets = [
+                p for p in products if (p.product_type, p.pattern, p.colour) == (ptype, pattern, colour)
+            ]
+            target = targets[int(rng.integers(len(targets)))]
+            brand, model = target.brand, target.model
+            instruction += f" from {brand}" + (f" for {model}" if model else "")
         relevance = {}
         for p in products:
-            g = grade(p, ptype, pattern, colour)
+            g = grade(p, ptype, pattern, colour, brand, model)
             if g > 0:
                 relevance[p.parent_asin] = g
         queries.append(
             EvalQuery(
                 id=f"q{q:04d}",
                 image=str(path.resolve()),
-                instruction=template.format(type=ptype),
+                instruction=instruction,
                 relevance=relevance,
             )
         )

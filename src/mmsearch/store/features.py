@@ -53,6 +53,14 @@ class FeaturesMixin:
         log.warning("Milvus at %s has no BM25 functions (< 2.5); indexing without %s", self.uri, TITLE_SPARSE)
         return False
 
+    def lexical_problem(self) -> str | None:
+        """Why BM25 title search (mode hybrid-bm25) cannot run on this store, or None when it can."""
+        try:
+            self._check_bm25(self._ready())
+        except FeatureUnavailableError as err:
+            return err.message
+        return None
+
     def _check_bm25(self, stamp: EncoderStamp) -> None:
         """Raise `FeatureUnavailableError`, saying how to fix it, when BM25 title search cannot run."""
         if not self._server_at_least((2, 5)):
