@@ -256,3 +256,15 @@ def test_index_help_documents_the_exit_codes():
         "2  the run",
     ):
         assert code in text
+
+
+def test_the_store_row_mapping_makes_any_product_text_valid_and_byte_bounded():
+    from mmsearch.store.rows import product_to_row
+    from mmsearch.store.schema import VARCHAR_MAX_BYTES
+    from mmsearch.types import Product
+
+    limit = VARCHAR_MAX_BYTES["title"]
+    row = product_to_row(Product(id="p1", image="", title="\ud800" + "é" * limit, main_category="a\x00b"))
+    assert row["title"].startswith("\ufffdé")
+    assert len(row["title"].encode("utf-8")) <= limit  # cut on a character boundary: encodes cleanly
+    assert row["main_category"] == "ab"
