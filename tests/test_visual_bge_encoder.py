@@ -203,7 +203,7 @@ def test_short_text_gives_no_warning(encoder):
     [
         (b"", "zero-byte file"),
         (b"this is plain text, not an image", "not an image"),
-        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "not an image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "corrupt or truncated image"),
     ],
 )
 def test_unreadable_image_bytes_raise_with_index(encoder, images, data, reason):
