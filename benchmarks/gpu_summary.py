@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-STEPS = ("encode_bf16", "query_latency", "rerank_latency", "api_throughput")
+STEPS = ("encode_bf16", "query_latency", "rerank_latency", "api_throughput", "encoder_compare")
 
 
 def _get(data: Any, *path: str) -> Any:
@@ -58,6 +58,11 @@ def summarise(step: str, data: dict) -> dict[str, Any]:
         return {"k": data.get("k"), "tokens": data.get("tokens"), **_numbers(data.get("timing"), "timing.")}
     if step == "api_throughput":
         return {"levels": data.get("levels")}
+    if step == "encoder_compare":
+        return {
+            name: {key: rep.get(key) for key in ("images_per_s", "dim", "dtype")}
+            for name, rep in (data.get("encoders") or {}).items()
+        }
     return {}
 
 
