@@ -7,6 +7,12 @@ dir, filled with N random unit vectors (the stored vectors' values don't change 
 server would open it; queries are the
 synthetic swatch + instruction pairs. Prints the JSON on stdout and a table on stderr.
 Random weights measure speed only, never search quality.
+
+Issue 13: `--modes` takes `MODE` (one slot per product, the default) and `MODE/images` (every image), e.g.
+`joint/images,joint,hybrid-bm25/images,hybrid-bm25`; `--images-per-product 3` gives products several rows, so
+grouping has work to do, and titles carry brand and model words for BM25. `--start-server` runs the same on the
+loopback Milvus 2.3.5 server (tests/conftest.py) instead of Lite; modes that server cannot serve are skipped with
+the reason. `ratios` then also holds each run's p50 search and total against `--baseline`'s.
 """
 
 from __future__ import annotations
@@ -43,8 +49,16 @@ def full_size_encoder(tmp: Path, device: str):
     return build_encoder(device, "auto", 32, tmp)
 
 
-def fill_collection(store: ProductStore, encoder, n: int, batch: int = 2000) -> float:
-    """Create the collection for `encoder` and upsert `n` random unit vectors with product-like rows; seconds."""
+BRANDS = ("OtterBox", "Spigen", "Anker", "Belkin", "Yeti", "Uniqlo", "Samsung", "Apple")
+NOUNS = ("phone case", "charger", "cable", "mug", "shirt", "screen protector", "power bank", "earbuds")
+MODELS = ("iPhone 15", "Galaxy S24", "Pixel 8", "USB-C", "20 oz", "XL")
+
+
+def fill_collection(
+    store: ProductStore, encoder, n: int, batch: int = 2000, images_per_product: int = 1
+) -> float:
+    """Create the collection for `encoder` and upsert `n` random unit vectors with product-like rows (brand and
+    model words in titles; `images_per_product` rows share a parent_asin); seconds."""
     store.ensure_collection(encoder_id=encoder.model_id, dim=encoder.dim, with_text_vector=True)
     rng = np.random.default_rng(0)
     start = time.perf_counter()
@@ -54,17 +68,21 @@ def fill_collection(store: ProductStore, encoder, n: int, batch: int = 2000) -> 
         vecs /= np.linalg.norm(vecs, axis=2, keepdims=True)
         products = [
             Product(
-                id=f"R{lo + i:07d}:0",
+                id=f"R{(lo + i) // images_per_product:07d}:{(lo + i) % images_per_product}",
                 image="",
-                title=f"random product {lo + i}",
+                title=_title((lo + i) // images_per_product),
                 main_category=("Cell Phones & Accessories", "Amazon Home", "AMAZON FASHION")[(lo + i) % 3],
                 price=float(5 + (lo + i) % 50),
-                parent_asin=f"R{lo + i:07d}",
+                parent_asin=f"R{(lo + i) // images_per_product:07d}",
             )
             for i in range(m)
         ]
         store.upsert(products, vecs[0], vecs[1])
     return time.perf_counter() - start
+
+
+def _title(p: int) -> str:
+    return f"{BRANDS[p % 8]} {NOUNS[(p // 8) % 8]} for {MODELS[(p // 64) % 6]}, item {p}"
 
 
 def build_reranker(kind: str, tmp: Path):
@@ -92,7 +110,7 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def ratios(results: dict[str, dict]) -> dict[str, float]:
+def ratios(results: dict[str, dict], baseline: str = "joint") -> dict[str, float]:
     """Within-run ratios: each mode's p50 total against joint's, and each stage's share of its mode's p50 total."""
     out: dict[str, float] = {}
     p50 = {mode: r["timings_ms"]["total_ms"]["p50"] for mode, r in results.items()}
@@ -100,6 +118,13 @@ def ratios(results: dict[str, dict]) -> dict[str, float]:
         for mode, total in p50.items():
             if mode != "joint":
                 out[f"{mode}_vs_joint_total_p50"] = round(total / p50["joint"], 2)
+    if baseline in results:
+        base = results[baseline]["timings_ms"]
+        for mode, r in results.items():
+            if mode != baseline:
+                for stage in ("search_ms", "total_ms"):
+                    key = f"{mode}_vs_{baseline}_{stage.removesuffix('_ms')}_p50"
+                    out[key] = round(r["timings_ms"][stage]["p50"] / base[stage]["p50"], 2)
     for mode, r in results.items():
         for stage in ("encode_ms", "search_ms", "rerank_ms"):
             if stage in r["timings_ms"]:
@@ -111,10 +136,10 @@ def ratios(results: dict[str, dict]) -> dict[str, float]:
 def table(report: dict) -> str:
     """p50 / p95 per stage and mode, for the terminal."""
     stages = [s for s in STAGES if any(s in r["timings_ms"] for r in report["modes"].values())]
-    head = f"{'mode':<9}" + "".join(f"{s.removesuffix('_ms'):>22}" for s in stages)
+    head = f"{'mode':<20}" + "".join(f"{s.removesuffix('_ms'):>22}" for s in stages)
     lines = [
         f"query latency, ms p50 / p95 ({report['encoder']} encoder, reranker {report['reranker']}, "
-        f"{report['n_vectors']} vectors, k={report['k']}; random weights: speed only)",
+        f"{report['n_vectors']} vectors on {report['store']}, k={report['k']}; random weights: speed only)",
         head,
         "-" * len(head),
     ]
@@ -123,7 +148,7 @@ def table(report: dict) -> str:
         for s in stages:
             t = r["timings_ms"].get(s)
             cells.append(f"{t['p50']:>10.1f} / {t['p95']:<9.1f}" if t else f"{'-':>22}")
-        lines.append(f"{mode:<9}" + "".join(cells))
+        lines.append(f"{mode:<20}" + "".join(cells))
     return "\n".join(lines)
 
 
@@ -141,7 +166,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("--images-per-product", type=int, default=1, help="rows sharing one parent_asin")
+    parser.add_argument("--baseline", default="joint", help="the run the search/total ratios divide by")
+    parser.add_argument(
+        "--start-server", action="store_true", help="use a loopback Milvus 2.3.5 server instead of Lite"
+    )
     args = parser.parse_args(argv)
+    if args.start_server:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from conftest import run_milvus_server
+
+        with run_milvus_server(Path(tempfile.mkdtemp(prefix="mmsearch-milvus-"))) as server:
+            return _main(args, argv, server.uri)
+    return _main(args, argv, None)
+
+
+def _main(args: argparse.Namespace, argv: list[str] | None, server_uri: str | None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -156,9 +196,12 @@ def main(argv: list[str] | None = None) -> dict:
             encoder = tiny_visual_bge_encoder(tmp / "bge", device=args.device)
         build_s = time.perf_counter() - t0
         syn = generate_synthetic_set(tmp / "queries", n_products=1, n_queries=args.queries + args.warmup)
-        db = str(tmp / "bench.db")
-        with ProductStore(db, collection="query_latency") as writer:
-            fill_s = fill_collection(writer, encoder, args.n_vectors)
+        db = server_uri or str(tmp / "bench.db")
+        with ProductStore(db, collection="query_latency", consistency="Strong") as writer:
+            fill_s = fill_collection(
+                writer, encoder, args.n_vectors, images_per_product=args.images_per_product
+            )
+            writer.flush()
         # Time queries the way a server meets them: a freshly opened database. Milvus Lite 3.2.2 searches rows
         # upserted in the same session without their index (~1.3 s at 10k rows here) until it is reopened.
         t1 = time.perf_counter()
@@ -171,15 +214,20 @@ def main(argv: list[str] | None = None) -> dict:
             )
             # Modes take turns on each query, so a change in machine load affects them alike and the
             # within-run ratios stay fair.
+            skipped = {}
+            if any(m.split("/")[0] == "hybrid-bm25" for m in modes) and store.lexical_problem():
+                skipped = {m: store.lexical_problem() for m in modes if m.split("/")[0] == "hybrid-bm25"}
+                modes = [m for m in modes if m not in skipped]
             rows = {mode: [] for mode in modes}
             statuses = {mode: Counter() for mode in modes}
             for i, q in enumerate(syn.eval_set.queries):
                 for mode in modes:
                     request = SearchRequest(
                         image=q.image,
-                        instruction=q.instruction,
+                        instruction=q.instruction + " OtterBox iPhone 15",  # words the BM25 side can match
                         k=args.k,
-                        mode=mode,
+                        mode=mode.split("/")[0],
+                        one_per_product=not mode.endswith("/images"),
                         rerank=args.rerank != "none",
                     )
                     result = pipeline.run(request)
@@ -205,6 +253,9 @@ def main(argv: list[str] | None = None) -> dict:
         "dim": encoder.dim,
         "reranker": args.rerank,
         "n_vectors": args.n_vectors,
+        "images_per_product": args.images_per_product,
+        "store": "loopback Milvus server " + str(server_uri) if server_uri else "Milvus Lite",
+        "skipped_modes": skipped,
         "k": args.k,
         "queries_per_mode": args.queries,
         "warmup": args.warmup,
@@ -222,7 +273,7 @@ def main(argv: list[str] | None = None) -> dict:
             "reopen_and_load": round(reopen_s, 2),
         },
         "modes": results,
-        "ratios": ratios(results),
+        "ratios": ratios(results, args.baseline),
         "command": "python benchmarks/query_latency.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     text = json.dumps(report, indent=2)
