@@ -1,10 +1,12 @@
 """What this CPU can do fast, for choosing the default compute dtype on CPU.
 
-Entry points: `cpu_matrix_features()` and `cpu_default_dtype_name()`. bfloat16 pays on a CPU only with hardware
-bf16 dot products: AMX-BF16 (Sapphire Rapids and later: matmuls several times float32's) or AVX512-BF16 (same peak
-as float32 FMAs, half the bytes: decode, which streams weights, gets ~2x). Without either, PyTorch emulates bf16
-through float32 and it is slower than float32, so the default stays float32 there. Base layer: torch is imported
-inside the functions only.
+Entry points: `cpu_matrix_features()` and `cpu_default_dtype_name(memory_bound=...)`. Measured on the 2-core
+development VM (AVX512-BF16, no AMX; benchmarks/RESULTS.md "CPU roofline"): oneDNN's bf16 GEMM there runs at
+0.4-0.7x MKL's float32 GEMM at the models' shapes, so compute-bound work (the encoders, prefill) is faster in float32
+unless the CPU has AMX-BF16 (Sapphire Rapids and later, several times float32). Memory-bound work (decode, which
+streams every weight per token) gains from bf16's half bytes wherever the CPU has bf16 dot products, AVX512-BF16
+included. Without either, PyTorch emulates bf16 through float32 and the default stays float32. Base layer: torch
+is imported inside the functions only.
 """
 
 from __future__ import annotations
@@ -40,9 +42,12 @@ def cpu_matrix_features() -> frozenset[str]:
     return frozenset(f for f in _FEATURES if f in flags)
 
 
-def cpu_default_dtype_name() -> str:
-    """'bfloat16' on a CPU with AMX-BF16 or AVX512-BF16, else 'float32'."""
-    return "bfloat16" if cpu_matrix_features() else "float32"
+def cpu_default_dtype_name(*, memory_bound: bool = False) -> str:
+    """'bfloat16' with AMX-BF16; with AVX512-BF16 alone only for memory-bound work; else 'float32'."""
+    features = cpu_matrix_features()
+    if "amx_bf16" in features or (memory_bound and features):
+        return "bfloat16"
+    return "float32"
 
 
 __all__ = ["cpu_default_dtype_name", "cpu_matrix_features"]

@@ -83,15 +83,18 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ConfigError(f"unknown device {name!r}; expected one of {', '.join(DEVICES)}") from e
 
 
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+def resolve_dtype(
+    dtype: str | torch.dtype, device: torch.device, *, memory_bound: bool = False
+) -> torch.dtype:
     """'auto' -> bfloat16 on CUDA (float16 where the GPU lacks bf16), float16 on MPS; on CPU bfloat16 where it has
-    AMX-BF16 or AVX512-BF16 (`mmsearch.hardware`), else float32.
+        AMX-BF16, or AVX512-BF16 when `memory_bound` (a decoder that streams its weights per token; without AMX,
+    bf16 GEMMs are slower than float32 ones), else float32 (`mmsearch.hardware`).
 
-    bf16 embeddings keep cosine >= 0.999 to float32's (tested on the parity kits); float16 is refused on CPU, where
-    PyTorch has no fast kernels for it.
+        bf16 embeddings keep cosine >= 0.999 to float32's (tested on the parity kits); float16 is refused on CPU, where
+        PyTorch has no fast kernels for it.
 
-    Raises:
-        ConfigError: unknown dtype, or float16 on CPU.
+        Raises:
+            ConfigError: unknown dtype, or float16 on CPU.
     """
     import torch
 
@@ -101,7 +104,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
         if device.type == "cuda":
             resolved = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         elif device.type == "cpu":
-            resolved = getattr(torch, cpu_default_dtype_name())
+            resolved = getattr(torch, cpu_default_dtype_name(memory_bound=memory_bound))
         else:
             resolved = torch.float16 if device.type == "mps" else torch.float32
     elif dtype in _DTYPE_ALIASES:
