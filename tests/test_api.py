@@ -645,7 +645,7 @@ def test_search_with_smoke_phi3_reranker_returns_a_flagged_permutation(indexed):
     assert health["models"]["reranker"]["class"] == "Phi3VisionReranker"
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    assert body["rerank"]["status"] in ("ok", "repaired", "fallback")
+    assert body["rerank"]["status"] in ("ok", "repaired", "degraded", "fallback")
     assert sorted(body["rerank"]["order"]) == [0, 1, 2, 3]
     if body["rerank"]["status"] != "ok":
         assert body["rerank"]["reason"], "a repaired or fallback result must say why"

@@ -47,7 +47,7 @@ def reranker(request) -> Reranker:
 def assert_contract(result, hits: list[Hit]) -> None:
     assert sorted(result.order) == list(range(len(hits))), f"order {result.order} must be a permutation"
     assert [h.id for h in result.hits] == [hits[i].id for i in result.order], "hits must follow order"
-    assert result.status in ("ok", "repaired", "fallback")
+    assert result.status in ("ok", "repaired", "degraded", "fallback")
     if result.status != "ok":
         assert result.reason, f"status {result.status} must say why"
     if result.status == "fallback":
@@ -120,6 +120,27 @@ def test_phi3_candidate_without_an_image_is_still_ranked(tiny_dir):
     result = reranker.rerank(RerankQuery(instruction="case"), hits)
     assert_contract(result, hits)
     assert result.stats["missing_images"] == 1
+
+
+def test_phi3_rerank_with_a_missing_candidate_image_is_degraded_and_lists_it(tiny_dir):
+    """Issue 14: a rerank over missing images must not report status ok."""
+
+    def broken(hit: Hit) -> Image.Image:
+        if hit.id in ("p0", "p2"):
+            raise InvalidImageError(f"{hit.id}.jpg: file not found")
+        return _image_for(hit)
+
+    reranker = Phi3VisionReranker.from_pretrained(
+        str(tiny_dir), device="cpu", dtype="float32", num_crops=1, max_new_tokens=48, image_loader=broken
+    )
+    hits = _hits(3)
+    result = reranker.rerank(RerankQuery(instruction="case"), hits)
+    assert_contract(result, hits)
+    if result.status != "fallback":
+        assert result.status == "degraded"
+        assert "2 of 3 candidate images could not be loaded: p0, p2" in result.reason
+    assert result.missing_images == ["p0", "p2"]
+    assert result.to_dict()["missing_images"] == ["p0", "p2"]
 
 
 class _ScriptedAnswers(Phi3VisionReranker):

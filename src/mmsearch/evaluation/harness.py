@@ -27,7 +27,7 @@ from mmsearch.retriever import Query, SearchOptions
 from mmsearch.retriever.retriever import DEFAULT_WEIGHTS, SEARCH_MODES, TEXT_VECTOR_MODES
 from mmsearch.types import Hit
 
-RERANK_STATUSES = ("ok", "repaired", "fallback", "skipped")
+RERANK_STATUSES = ("ok", "repaired", "degraded", "fallback", "skipped")
 EVAL_BATCH = 32  # queries encoded together and searched in one Milvus call per mode
 SHORT_NAMES = {
     "recall@1": "R@1",

@@ -93,6 +93,7 @@ class SearchResult:
                 "raw_output": rr.raw_output,
                 "order": list(rr.order),
                 "stats": dict(getattr(rr, "stats", {}) or {}),
+                "missing_images": list(getattr(rr, "missing_images", []) or []),
             },
             "timings": dict(self.timings),
             # The mode actually used: a request that named none got the encoder's default.

@@ -18,7 +18,8 @@ from PIL import Image
 from mmsearch.limits import MAX_REASONS_CHARS
 from mmsearch.types import Hit
 
-RerankStatus = Literal["ok", "repaired", "fallback"]
+# "degraded": a valid ranking, but some candidates were judged without their image (listed in missing_images).
+RerankStatus = Literal["ok", "repaired", "degraded", "fallback"]
 
 # Bound on the overall reasons text carried in a result (the model's is bounded by the schema as well).
 
@@ -48,6 +49,7 @@ class RerankResult:
     reasons: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
+    missing_images: list[str] = field(default_factory=list)  # ids of hits shown without their image
 
     @property
     def fallback(self) -> bool:
@@ -63,6 +65,7 @@ class RerankResult:
             "reasons": self.reasons,
             "timings": dict(self.timings),
             "stats": dict(self.stats),
+            "missing_images": list(self.missing_images),
         }
 
 
@@ -91,6 +94,7 @@ def result_in_order(
     reasons: str = "",
     timings: dict[str, float] | None = None,
     stats: dict[str, int] | None = None,
+    missing_images: Sequence[str] = (),
 ) -> RerankResult:
     """Build a `RerankResult` from a permutation of positions, refusing anything that is not one."""
     order = [int(i) for i in order]
@@ -105,6 +109,7 @@ def result_in_order(
         reasons=bounded_reasons(reasons),
         timings=dict(timings or {}),
         stats=dict(stats or {}),
+        missing_images=list(missing_images),
     )
 
 

@@ -166,6 +166,11 @@ class Phi3VisionReranker(Reranker):
         check = tries[-1][1]
         status, head_order, note = resolve_attempts([c for _, c in tries], k)
         notes = [note] if note else []
+        missing = [h.id for h, (_, ok) in zip(head, loaded, strict=True) if not ok]
+        if missing and status != "fallback":
+            # The ranking is valid but rests on titles alone for these candidates: say so, never report "ok".
+            status = "degraded"
+            notes.append(f"{len(missing)} of {k} candidate images could not be loaded: {', '.join(missing)}")
         if tail:
             notes.append(
                 f"only the first {k} of {len(hits)} hits were reranked; the rest keep retrieval order"
@@ -180,6 +185,7 @@ class Phi3VisionReranker(Reranker):
             reasons=check.reasons if status != "fallback" else "",
             timings=timings,
             stats=stats,
+            missing_images=missing,
         )
 
     def _generate(self, model, processor, panel, query, titles, end_id, reasons_chars, timings, stats) -> str:
