@@ -31,7 +31,9 @@ def client(indexed):
 def test_healthz_names_both_encoders_and_the_modes_that_apply(client):
     models = client.get("/healthz").json()["models"]
     assert models["encoder"]["id"].startswith("siglip:")
-    assert {"fused", "weighted"} <= set(models["encoder"]["modes"]) and "joint" not in models["encoder"]["modes"]
+    assert {"fused", "weighted"} <= set(models["encoder"]["modes"]) and "joint" not in models["encoder"][
+        "modes"
+    ]
     assert models["title_encoder"]["id"].endswith("/128") and models["title_encoder"]["dim"] == 128
 
 

@@ -89,7 +89,10 @@ def test_search_without_image_or_text_is_one_line_error(indexed, capsys):
     common, _, _ = indexed
     assert main(["search", *common]) == 2
     err = capsys.readouterr().err
-    assert err == "mmsearch search: error: a query needs an image, an instruction, or both; got neither\n"
+    assert (
+        err
+        == 'mmsearch search: error: a query needs --image PATH_OR_URL, --text "...", or both; got neither\n'
+    )
 
 
 def test_search_with_inverted_price_range_is_one_line_error(indexed, capsys):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mmsearch.config import Settings
+from mmsearch.engine.demo import DEMO_SOURCE, default_demo_dir, write_demo
 from mmsearch.engine.parts import (
     build_encoder,
     build_fetcher,
@@ -29,8 +30,9 @@ from mmsearch.engine.parts import (
     build_title_encoder,
     hit_image_loader,
 )
+from mmsearch.engine.preflight import check_model_parts
 from mmsearch.engine.queries import check_search_args, load_query_image
-from mmsearch.errors import ConfigError
+from mmsearch.errors import CollectionNotFoundError, ConfigError
 from mmsearch.limits import DEFAULT_K, DEFAULT_RRF_K
 from mmsearch.media import ImageSource
 
@@ -170,6 +172,8 @@ class Engine:
         from mmsearch.pipelines.index import ENGINES, run_index
 
         self._check_open()
+        if source == DEMO_SOURCE:  # the offline catalogue, written (once) under the cache dir
+            source = str(write_demo(default_demo_dir(self.settings.cache_dir))[0])
         if engine not in ENGINES:
             raise ConfigError(f"engine must be one of {ENGINES}, got {engine!r}")
         if engine == "ray":
@@ -191,6 +195,7 @@ class Engine:
             allow_paths=allow_paths,
         )
         src.prepare()
+        check_model_parts(self.settings)
         encoder = self.encoder
         report = run_index(
             self.settings,
@@ -259,7 +264,20 @@ class Engine:
             with build_fetcher(self.settings, retries=1) as fetcher:
                 decoded = load_query_image(image, fetcher)
             request = replace(request, image=decoded)
+        if self._pipeline is None:
+            # Everything that fails fast goes before the models load: files on disk, the database, the collection.
+            check_model_parts(self.settings, rerank=rerank)
+            store = self.store()
+            if not store.exists():
+                raise CollectionNotFoundError(
+                    f"collection {self.settings.collection!r} does not exist at {self.settings.milvus_uri}; run "
+                    "`mmsearch index` first (or `mmsearch demo` for an offline demo), or pass --collection"
+                )
         return self.pipeline(rerank=rerank).run(request)
+
+    def demo_query_image(self) -> Path:
+        """The demo catalogue's query photo (written with the catalogue by `index("demo")`)."""
+        return write_demo(default_demo_dir(self.settings.cache_dir))[1]
 
     def info(self) -> dict[str, Any]:
         """Where the store is and what it holds."""

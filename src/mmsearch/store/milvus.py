@@ -282,6 +282,10 @@ class ProductStore(
         self._load()
         self._stamp = stamp
 
+    def exists(self) -> bool:
+        """Whether the collection exists (a cheap check before loading models)."""
+        return self._exists()
+
     def check_encoder(
         self, *, encoder_id: str, dim: int, title_encoder_id: str | None = None, title_dim: int | None = None
     ) -> None:
