@@ -104,7 +104,7 @@ def test_queries_with_image_is_a_usage_error(indexed, tmp_path, capsys):
 def test_search_json_echoes_the_query_block_like_the_api(indexed, capsys):
     common, data, _ = indexed
     argv = ["search", *common, "--image", str(data / "img" / "p1_0.jpg"), "--text", "blue", "-k", "2"]
-    assert main([*argv, "--category", "Electronics", "--json"]) == EXIT_OK
+    assert main([*argv, "--category", "Cell Phones", "--json"]) == EXIT_OK
     query = json.loads(capsys.readouterr().out)["query"]
     assert query == {
         "has_image": True,
@@ -114,5 +114,5 @@ def test_search_json_echoes_the_query_block_like_the_api(indexed, capsys):
         "weights": [0.7, 0.3],
         "ranker": "weighted",
         "rerank": False,
-        "filters": {"category": "Electronics"},
+        "filters": {"category": "Cell Phones"},
     }
