@@ -10,7 +10,8 @@ import json
 import pytest
 from indexer_support import write_catalog
 
-from mmsearch.cli import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
+from mmsearch.cli import main
+from mmsearch.cli_options import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 
 
 @pytest.fixture(scope="module")
@@ -115,4 +116,5 @@ def test_search_json_echoes_the_query_block_like_the_api(indexed, capsys):
         "ranker": "weighted",
         "rerank": False,
         "filters": {"category": "Cell Phones"},
+        "one_per_product": True,
     }
