@@ -14,7 +14,7 @@ from indexer_support import write_catalog
 
 from mmsearch.config import Settings
 from mmsearch.engine import Engine
-from mmsearch.errors import EncoderMismatchError, InvalidQueryError
+from mmsearch.errors import EncoderMismatchError, InvalidQueryError, UnknownCategoryError
 from mmsearch.pipelines import SearchPipeline, SearchRequest
 from mmsearch.reranker.base import Reranker, RerankQuery, RerankResult, RetrievalOrderReranker
 from mmsearch.retriever import Query, Retriever, SearchOptions
@@ -71,11 +71,21 @@ def test_search_reports_encode_and_search_timings(retriever):
     assert all(v >= 0 for v in result.timings.values())
 
 
-def test_category_filter_restricts_hits(retriever):
-    hits = retriever.search(
-        Query(instruction="case"), SearchOptions(k=10, filters=ProductFilter(category="Nope"))
-    ).hits
-    assert hits == []
+def test_category_filter_with_no_match_in_a_known_category_is_empty(retriever):
+    filters = ProductFilter(category="Cell Phones", min_price=10_000)
+    assert retriever.search(Query(instruction="case"), SearchOptions(k=10, filters=filters)).hits == []
+
+
+def test_unknown_category_is_an_error_naming_the_known_ones(retriever):
+    """Issue 13: an unknown category used to return nothing, silently."""
+    with pytest.raises(UnknownCategoryError) as err:
+        retriever.search(
+            Query(instruction="case"), SearchOptions(k=10, filters=ProductFilter(category="Nope"))
+        )
+    assert str(err.value) == (
+        "unknown category 'Nope' (categories match exactly); known categories: 'Cell Phones'. "
+        "List them with `mmsearch categories` or GET /categories."
+    )
 
 
 def test_query_without_image_or_text_is_rejected():

@@ -75,7 +75,7 @@ class FacetsMixin:
         hint = (
             f"did you mean {', '.join(repr(s) for s in suggestions)}?"
             if suggestions
-            else f"known categories: {', '.join(repr(n) for n in names[:10]) or 'none (the collection is empty)'}"
+            else f"known categories: {', '.join(repr(n) for n in names[:10]) or 'none (the collection is empty)'}."
         )
         raise UnknownCategoryError(
             f"unknown category {name!r} (categories match exactly); {hint} "
