@@ -15,7 +15,8 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,21 @@ log = logging.getLogger(__name__)
 _POLL_S = 1.0
 
 
+@contextlib.contextmanager
+def _orm_api() -> Iterator[None]:
+    """Silence pymilvus' ORM deprecation: bulk import on Milvus < 2.4 servers exists only in the ORM API
+    (`utility.do_bulk_insert`; MilvusClient has no import call, the REST import job needs >= 2.4). pyproject caps
+    pymilvus below 3.1, where that API is removed."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*ORM-style PyMilvus API", category=DeprecationWarning)
+        yield
+
+
 def _connect(uri: str, token: str | None, alias: str):
     from pymilvus import connections
 
-    connections.connect(alias=alias, uri=uri, token=token or "", timeout=10)
+    with _orm_api():
+        connections.connect(alias=alias, uri=uri, token=token or "", timeout=10)
     return alias
 
 
@@ -107,12 +119,14 @@ def bulk_import(
     start = time.perf_counter()
     alias = _connect(uri, token, f"mmsearch-bulk-{uuid.uuid4().hex[:8]}")
     try:
-        tasks = {utility.do_bulk_insert(collection, files=[f], using=alias): f for f in files}
+        with _orm_api():
+            tasks = {utility.do_bulk_insert(collection, files=[f], using=alias): f for f in files}
         deadline = time.monotonic() + timeout_s
         pending = dict(tasks)
         while pending:
             for task_id, file in list(pending.items()):
-                state = utility.get_bulk_insert_state(task_id, using=alias)
+                with _orm_api():
+                    state = utility.get_bulk_insert_state(task_id, using=alias)
                 if state.state in (BulkInsertState.ImportFailed, BulkInsertState.ImportFailedAndCleaned):
                     raise StoreError(f"Milvus bulk import of {file} failed: {state.failed_reason}")
                 if state.state == BulkInsertState.ImportCompleted:
@@ -124,7 +138,7 @@ def bulk_import(
             if pending:
                 time.sleep(_POLL_S)
     finally:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception), _orm_api():
             connections.disconnect(alias)
     # Imported segments become visible once the query nodes load them (~14 s on Milvus 2.3.5).
     client = MilvusClient(uri, token=token or "", timeout=10)
