@@ -35,7 +35,7 @@ def _orm_api() -> Iterator[None]:
     (`utility.do_bulk_insert`; MilvusClient has no import call, the REST import job needs >= 2.4). pyproject caps
     pymilvus below 3.1, where that API is removed."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*ORM-style PyMilvus API", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r".*ORM-style PyMilvus API", category=FutureWarning)
         yield
 
 
