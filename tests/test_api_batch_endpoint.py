@@ -21,7 +21,10 @@ QUERY_ASIN = "B0ZEBRACASE"
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("api-batch")
     catalog, settings = index_demo_catalog(
-        root, smoke_cache=tmp_path_factory.getbasetemp() / "smoke-cache", serve_max_batch=4
+        root,
+        smoke_cache=tmp_path_factory.getbasetemp() / "smoke-cache",
+        serve_max_batch=4,
+        serve_fetch_allow_private=True,  # the test image server is on loopback
     )
     with TestClient(create_app(settings, with_reranker=False)) as c:
         yield c, catalog
@@ -110,3 +113,24 @@ def test_a_filter_value_with_a_lone_surrogate_is_a_422_class_error_not_a_store_e
     (result,) = resp.json()["results"]
     assert result["error"] == "invalid_filter"
     assert "lone UTF-16 surrogate" in result["message"]
+
+
+def test_client_urls_on_private_addresses_are_refused_by_default(tmp_path_factory):
+    root = tmp_path_factory.mktemp("api-batch-ssrf")
+    _, settings = index_demo_catalog(root, smoke_cache=tmp_path_factory.getbasetemp() / "smoke-cache")
+    with (
+        serve_images({"x.jpg": b"never read"}) as images,
+        TestClient(create_app(settings, with_reranker=False)) as c,
+    ):
+        urls = [
+            images.url("img", "x.jpg"),
+            "http://10.0.0.1/x.jpg",
+            "http://[::1]/x.jpg",
+            "http://169.254.169.254/",
+        ]
+        r = c.post("/search/batch", json={"queries": [{"image": u, "k": 1} for u in urls]})
+        assert images.hits == {}  # refused before any connection
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert [q["error"] for q in results] == ["invalid_image"] * 4
+    assert all("not a public address" in q["message"] for q in results)

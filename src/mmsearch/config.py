@@ -145,6 +145,9 @@ class Settings(BaseSettings):
     # searched together, at most `serve_max_batch` at a time; beyond the queue bounds new searches get 503.
     serve_batch_window_ms: float = Field(default=5.0, ge=0, le=1000)
     serve_max_batch: int = Field(default=16, ge=1, le=256)
+    # POST /search/batch fetches client-given URLs: by default only hosts that resolve to public addresses, so a
+    # client cannot make the server read its own network (SSRF). Allow private ones for an intranet deployment.
+    serve_fetch_allow_private: bool = False
     serve_max_queued: int = Field(default=64, ge=1, le=10_000)
     serve_max_rerank_queued: int = Field(default=8, ge=1, le=1000)
     # HTTP edge: a request body that stalls longer than this between chunks gets 408; headers above the limit 431.

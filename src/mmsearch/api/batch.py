@@ -9,9 +9,12 @@ used. Images are fetched concurrently, off the inference thread; a query whose i
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -81,10 +84,36 @@ async def _json_body(request: Request, settings) -> Any:
         raise InvalidQueryError(f"the body is not valid JSON ({str(err).split(':')[0]})") from None
 
 
-def _load_images(specs: list[QuerySpec | MMSearchError], service, refs: dict[int, str]) -> list[Any]:
-    """Fetch and decode each query's image (thread pool); an error takes the query's slot."""
+def _public_url_error(i: int, url: str) -> InvalidImageError | None:
+    """An error when `url`'s host is missing, unresolvable, or resolves to a non-public address (loopback, private,
+    link-local, reserved...). The fetch re-resolves, so a host that flips between checks is not covered (documented
+    in docs/SERVING.md); deployments that need that put an egress proxy in front."""
+    host = urlsplit(url).hostname
+    if not host:
+        return InvalidImageError(f"query {i}: the image URL has no host")
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return InvalidImageError(f"query {i}: cannot resolve the image URL's host {host!r}")
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not address.is_global:
+            return InvalidImageError(
+                f"query {i}: the image URL's host {host!r} is not a public address; this server fetches only "
+                "public URLs (MMSEARCH_SERVE_FETCH_ALLOW_PRIVATE=1 allows private ones)"
+            )
+    return None
+
+
+def _load_images(
+    specs: list[QuerySpec | MMSearchError], service, refs: dict[int, str], client_urls: set[int]
+) -> list[Any]:
+    """Fetch and decode each query's image (thread pool); an error takes the query's slot. `client_urls` are the
+    queries whose URL came from the client (not from an indexed product) and must pass the public-address check."""
 
     def fetch(i: int):
+        if i in client_urls and (err := _public_url_error(i, refs[i])) is not None:
+            return err
         try:
             image = service.thumbnails.fetcher.open(refs[i])
         except MMSearchError as err:
@@ -131,7 +160,12 @@ async def read_batch(request: Request, service, pipeline) -> list[SearchRequest 
         if isinstance(spec, QuerySpec) and (spec.image or spec.image_id):
             refs[i] = spec.image or stored[spec.image_id]
         out.append(spec if isinstance(spec, MMSearchError) else spec.request)
-    images = await run_in_threadpool(_load_images, specs, service, refs) if refs else {}
+    client_urls = set()
+    if not settings.serve_fetch_allow_private:
+        client_urls = {
+            i for i, spec in enumerate(specs) if isinstance(spec, QuerySpec) and spec.image is not None
+        }
+    images = await run_in_threadpool(_load_images, specs, service, refs, client_urls) if refs else {}
     for i, image in images.items():
         out[i] = image if isinstance(image, MMSearchError) else replace(out[i], image=image)
     return out
