@@ -48,6 +48,13 @@ def _add_serve(sub) -> None:
         epilog="examples:\n  mmsearch serve\n  mmsearch serve --smoke --collection demo_products --port 8080",
     )
     _common(p)
+    p.add_argument(
+        "--root",
+        dest="catalogue_root",
+        metavar="DIR",
+        help="the catalogue's folder now, if it moved since indexing: relative image refs resolve under it "
+        "(default: $MMSEARCH_CATALOGUE_ROOT or the folder kept at index time)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     p.add_argument("--port", type=_positive_int, default=8000, help="TCP port")
     p.add_argument("--no-rerank", action="store_true", help="do not load the reranker")

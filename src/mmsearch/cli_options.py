@@ -54,6 +54,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "encoder_text_model",
         "title_encoder_model",
         "reranker_model",
+        "catalogue_root",
     ):
         value = getattr(args, name, None)
         if value is not None:

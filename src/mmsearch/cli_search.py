@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from mmsearch.cli_options import (
     EXIT_OK,
@@ -35,6 +36,13 @@ def _add_search(sub) -> None:
         "  mmsearch search --queries queries.jsonl --out results.jsonl",
     )
     _common(p)
+    p.add_argument(
+        "--root",
+        dest="catalogue_root",
+        metavar="DIR",
+        help="the catalogue's folder now, if it moved since indexing: relative image refs resolve under it "
+        "(default: $MMSEARCH_CATALOGUE_ROOT or the folder kept at index time)",
+    )
     p.add_argument("--image", help="query image: local path or http(s) URL")
     p.add_argument("--text", default="", help='instruction, e.g. "phone case with this image theme"')
     p.add_argument(
@@ -106,7 +114,12 @@ def _run_query_file(args: argparse.Namespace) -> int:
     try:
         with build_fetcher(settings) as fetcher, path.open("rb") as queries:
             runner = QueryFileRunner(
-                pipeline, fetcher, base_dir=path.parent, batch_size=args.batch_size, rerank=args.rerank
+                pipeline,
+                fetcher,
+                base_dir=path.parent,
+                batch_size=args.batch_size,
+                rerank=args.rerank,
+                resolve=engine.resolve_ref,
             )
             report = runner.run(queries, out, total=total, progress=True)
     finally:
@@ -119,6 +132,8 @@ def _run_query_file(args: argparse.Namespace) -> int:
 
 def _check_query(args: argparse.Namespace, settings: Settings) -> None:
     """What the command line alone can tell is wrong, before anything loads."""
+    if args.catalogue_root is not None and not Path(args.catalogue_root).is_dir():
+        raise InvalidQueryError(f"--root {args.catalogue_root}: not a folder")
     if args.image is None and not args.text.strip():
         raise InvalidQueryError('a query needs --image PATH_OR_URL, --text "...", or both; got neither')
     if args.k > settings.max_k:

@@ -132,6 +132,8 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
     cache_dir: Path = Field(default_factory=default_cache_dir)
+    # Where a moved catalogue now lives (`--root`); None: the root the indexer kept on the collection.
+    catalogue_root: Path | None = None
 
     # Input bounds shared by the indexer, the CLI and the API.
     max_image_bytes: int = Field(default=MAX_IMAGE_BYTES, ge=1024)

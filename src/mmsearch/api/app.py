@@ -24,8 +24,17 @@ from mmsearch.api.thumbnails import Thumbnailer
 from mmsearch.api.worker import DEFAULT_MAX_PENDING, InferenceWorker
 from mmsearch.config import SMOKE_BANNER, Settings
 from mmsearch.engine import Engine, build_fetcher
+from mmsearch.engine.parts import resolve_ref
 
 log = logging.getLogger("mmsearch.api")
+
+
+def resolve_stored(service, ref: str) -> str:
+    """A stored image ref as a fetchable one: relative refs under `--root`, else the root kept on the collection."""
+    root = service.settings.catalogue_root
+    if root is None and service.pipeline is not None:
+        root = service.pipeline.retriever.store.catalogue_root()
+    return resolve_ref(ref, root)
 
 
 def create_app(
@@ -75,7 +84,7 @@ def create_app(
             resolved,
             factory,
             worker,
-            Thumbnailer(fetcher),
+            Thumbnailer(fetcher, resolve=lambda ref: resolve_stored(service, ref)),
             scheduler=scheduler,
             retry_interval_s=retry_interval_s,
         )

@@ -115,7 +115,11 @@ def _load_images(
         if i in client_urls and (err := _public_url_error(i, refs[i])) is not None:
             return err
         try:
-            image = service.thumbnails.fetcher.open(refs[i])
+            ref = refs[i]
+            resolve = service.thumbnails.resolve
+            if i not in client_urls and resolve is not None:
+                ref = resolve(ref)  # a stored ref: relative ones resolve under the catalogue root
+            image = service.thumbnails.fetcher.open(ref)
         except MMSearchError as err:
             return err
         if image.format not in UPLOAD_FORMATS:

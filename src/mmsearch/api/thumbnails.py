@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from PIL import Image
 
@@ -65,8 +65,16 @@ class _LRU:
 class Thumbnailer:
     """Renders and caches thumbnails, and remembers the image reference of every product it has seen in results."""
 
-    def __init__(self, fetcher: ImageFetcher, *, side: int = THUMBNAIL_SIDE, cache_size: int = 512):
+    def __init__(
+        self,
+        fetcher: ImageFetcher,
+        *,
+        side: int = THUMBNAIL_SIDE,
+        cache_size: int = 512,
+        resolve: Callable[[str], str] | None = None,
+    ):
         self.fetcher = fetcher
+        self.resolve = resolve  # stored ref -> fetchable ref (relative refs under the catalogue root)
         self.side = side
         self._refs = _LRU(8 * cache_size)  # product id -> image reference
         self._thumbs = _LRU(cache_size)  # image reference -> JPEG bytes
@@ -85,7 +93,8 @@ class Thumbnailer:
         if cached is not None:
             return cached
         try:
-            data = to_thumbnail(self.fetcher.open(ref), self.side)
+            target = self.resolve(ref) if self.resolve is not None else ref
+            data = to_thumbnail(self.fetcher.open(target), self.side)
         except InvalidImageError as err:
             raise ImageUnavailableError(f"cannot make a thumbnail: {err.message}") from None
         self._thumbs.put(ref, data)

@@ -29,6 +29,7 @@ from mmsearch.engine.parts import (
     build_store,
     build_title_encoder,
     hit_image_loader,
+    resolve_ref,
 )
 from mmsearch.engine.preflight import check_model_parts
 from mmsearch.engine.queries import check_search_args, load_query_image
@@ -113,8 +114,21 @@ class Engine:
     def reranker(self):
         """The Phi-3 Vision reranker (its weights load on its first rerank, or `reranker.load()`)."""
         if self._reranker is None:
-            self._reranker = build_reranker(self.settings, image_loader=hit_image_loader(self.settings))
+            self._reranker = build_reranker(
+                self.settings, image_loader=hit_image_loader(self.settings, root=self.image_root)
+            )
         return self._reranker
+
+    def image_root(self) -> Path | None:
+        """Where relative local image refs resolve: `catalogue_root` (`--root`), else the root kept at index time."""
+        if self.settings.catalogue_root is not None:
+            return Path(self.settings.catalogue_root)
+        stored = self.store().catalogue_root()
+        return Path(stored) if stored else None
+
+    def resolve_ref(self, ref: str) -> str:
+        """A stored `image_url` as a fetchable URL or path (relative refs confined to `image_root()`)."""
+        return resolve_ref(ref, self.image_root())
 
     def store(self, *, create: bool = False):
         """The open `ProductStore`; `create=True` (indexing) may make a new Milvus Lite database."""

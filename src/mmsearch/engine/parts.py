@@ -100,10 +100,10 @@ def build_fetcher(settings: Settings, **overrides: Any) -> ImageFetcher:
     return ImageFetcher(**(options | overrides))
 
 
-def hit_image_loader(settings: Settings, *, root: str | Path | None = None):
+def hit_image_loader(settings: Settings, *, root: Any = None):
     """Hit -> PIL image for the reranker's panel, through one lazily created `ImageFetcher`.
 
-    `root` is the catalogue root that relative local image references are resolved against.
+    `root` (a path, or a callable returning one) is the catalogue root relative local refs resolve against.
     """
     from mmsearch.errors import InvalidImageError
 
@@ -115,16 +115,35 @@ def hit_image_loader(settings: Settings, *, root: str | Path | None = None):
             raise InvalidImageError(f"hit {hit.id!r} has no image_url")
         if fetcher is None:
             fetcher = build_fetcher(settings, retries=1, timeout=10.0, max_workers=4)
-        return fetcher.open(resolve_ref(hit.image_url, root))
+        return fetcher.open(resolve_ref(hit.image_url, root() if callable(root) else root))
 
     return load
 
 
 def resolve_ref(ref: str, root: str | Path | None) -> str:
-    """A stored image reference made usable: URLs and absolute paths as they are, relative paths under `root`."""
-    if root is None or ref.startswith(("http://", "https://", "file://")) or Path(ref).is_absolute():
+    """A stored image reference made usable: URLs and absolute paths as they are, relative paths under `root`.
+
+    Raises:
+        InvalidImageError: a relative ref with no root, or whose file is missing (a moved catalogue: `--root`).
+        PathNotAllowedError: a relative ref that resolves outside `root` (`..`, symlinks out).
+    """
+    from mmsearch.errors import InvalidImageError
+    from mmsearch.media.decode import confine
+
+    if "://" in ref or Path(ref).is_absolute():
         return ref
-    return str(Path(root) / ref)
+    if root is None:
+        raise InvalidImageError(
+            f"image {ref!r} is relative and the collection keeps no catalogue root; pass --root DIR "
+            "(MMSEARCH_CATALOGUE_ROOT) with the catalogue's folder"
+        )
+    path = confine(Path(root) / ref, [root])
+    if not path.is_file():
+        raise InvalidImageError(
+            f"image {ref!r} not found under catalogue root {root}; if the catalogue moved, pass --root DIR "
+            "(MMSEARCH_CATALOGUE_ROOT) with its new folder"
+        )
+    return str(path)
 
 
 def build_reranker(settings: Settings, *, image_loader=None):

@@ -21,6 +21,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -61,6 +62,13 @@ class Source(ABC):  # noqa: B024 (subclasses override _products or _items; Recor
     name: str = "source"
     total: int | None = None
     allowed_roots: list[Path] | None = None
+    # Set by the index pipeline: local image refs under this folder are stored relative to it (moved catalogues).
+    relative_to: Path | None = None
+
+    def catalogue_root(self) -> Path | None:
+        """The folder this source's local image paths belong to (jsonl/parquet folder, image folder), or None."""
+        root = getattr(self, "base_dir", None) or getattr(self, "root", None)
+        return Path(root).resolve() if root is not None else None
 
     def __init__(self, *, limit: int | None = None):
         if limit is not None and limit < 1:
@@ -90,6 +98,8 @@ class Source(ABC):  # noqa: B024 (subclasses override _products or _items; Recor
         """Products (at most `limit`) and the failures met on the way, in stream order."""
         n = 0
         for item in self._items():
+            if isinstance(item, Product) and self.relative_to is not None:
+                item = replace(item, image_url=relative_ref(item.image_url, self.relative_to))
             yield item
             if isinstance(item, Product):
                 n += 1
@@ -107,6 +117,16 @@ class Source(ABC):  # noqa: B024 (subclasses override _products or _items; Recor
 
     def __iter__(self) -> Iterator[Product]:
         return self.products()
+
+
+def relative_ref(ref: str, root: Path) -> str:
+    """A local absolute path under `root` as a POSIX path relative to it; anything else (URLs, bytes) unchanged."""
+    if not isinstance(ref, str) or "://" in ref or not Path(ref).is_absolute():
+        return ref
+    try:
+        return Path(ref).relative_to(root).as_posix()
+    except ValueError:
+        return ref  # outside the catalogue (--allow-path): stays absolute
 
 
 def _raise(id: str, where: str, reason: str) -> None:

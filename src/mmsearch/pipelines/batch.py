@@ -147,7 +147,14 @@ class QueryFileRunner:
     """Runs a jsonl file of queries through a pipeline in chunks; see the module docstring."""
 
     def __init__(
-        self, pipeline: SearchPipeline, fetcher, *, base_dir: Path, batch_size: int = 32, rerank=False
+        self,
+        pipeline: SearchPipeline,
+        fetcher,
+        *,
+        base_dir: Path,
+        batch_size: int = 32,
+        rerank=False,
+        resolve=None,
     ):
         if batch_size < 1:
             raise InvalidQueryError(f"batch_size must be >= 1, got {batch_size}")
@@ -156,6 +163,7 @@ class QueryFileRunner:
         self.base_dir = base_dir
         self.batch_size = batch_size
         self.rerank = rerank
+        self.resolve = resolve  # stored image_url -> fetchable ref (relative refs under the catalogue root)
 
     def _load(self, spec: QuerySpec) -> SearchRequest:
         """The request with its image fetched (URL) or read (path, relative to the queries file) as bytes."""
@@ -163,7 +171,9 @@ class QueryFileRunner:
             hits = self.pipeline.get([spec.image_id])
             if not hits or not hits[0].image_url:
                 raise InvalidQueryError(f"image_id {spec.image_id!r} is not an indexed product with an image")
-            return replace(spec.request, image=self.fetcher.fetch_bytes(hits[0].image_url))
+            stored = hits[0].image_url
+            ref = self.resolve(stored) if self.resolve is not None else stored
+            return replace(spec.request, image=self.fetcher.fetch_bytes(ref))
         if spec.image is None:
             return spec.request
         ref = spec.image

@@ -74,6 +74,7 @@ def run_index(
             allow_paths=allow_paths,
         )
         src.prepare()  # a missing file or an offline hub fails here
+    root = _claim_root(store, src)
     if settings.smoke:
         print(f"*** {SMOKE_BANNER} ***", file=sys.stderr, flush=True)
     log_path = Path(failure_log) if failure_log is not None else default_failure_log(settings)
@@ -102,8 +103,21 @@ def run_index(
             title_encoder=title_encoder,
         )
         report = job.run(src)
+    if root is not None and store.exists():
+        store.set_catalogue_root(str(root))
     report.smoke = settings.smoke
     return report
+
+
+def _claim_root(store, src: Source) -> Path | None:
+    """Store this source's local image refs relative to its folder, unless the collection already holds another
+    catalogue's root (then refs stay absolute, so both keep resolving)."""
+    root = src.catalogue_root()
+    stored = store.catalogue_root()
+    if root is None or (stored is not None and Path(stored) != root):
+        return None
+    src.relative_to = root
+    return root
 
 
 __all__ = ["ENGINES", "default_failure_log", "run_index"]

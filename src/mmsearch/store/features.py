@@ -14,6 +14,9 @@ from typing import Any
 from mmsearch.errors import FeatureUnavailableError, StoreError
 from mmsearch.store.schema import TITLE_SPARSE, EncoderStamp
 
+# The catalogue root kept beside the encoder stamp: local image refs under it are stored relative to it.
+PROP_CATALOGUE_ROOT = "mmsearch.catalogue_root"
+
 log = logging.getLogger(__name__)
 
 
@@ -76,6 +79,22 @@ class FeaturesMixin:
                 "with --collection NAME."
             )
 
+    def catalogue_root(self) -> str | None:
+        """The folder relative local image references are stored against (set by the indexer), or None."""
+        if not self._exists():
+            return None
+        with self._call("describe_collection"):
+            described = self._client.describe_collection(self.collection, timeout=self.timeout)
+        root = (described.get("properties") or {}).get(PROP_CATALOGUE_ROOT)
+        return str(root) if root else None
+
+    def set_catalogue_root(self, root: str) -> None:
+        """Keep `root` on the collection, so a moved catalogue can be found again (`--root`)."""
+        with self._call("alter_collection_properties"):
+            self._client.alter_collection_properties(
+                self.collection, properties={PROP_CATALOGUE_ROOT: str(root)}, timeout=self.timeout
+            )
+
     def info(self) -> dict[str, Any]:
         """Where the store is and what it holds (for `/healthz`, `mmsearch search` headers and logs)."""
         try:
@@ -114,4 +133,4 @@ class FeaturesMixin:
         return out
 
 
-__all__ = ["FeaturesMixin", "add_bm25_index", "server_version_tuple"]
+__all__ = ["PROP_CATALOGUE_ROOT", "FeaturesMixin", "add_bm25_index", "server_version_tuple"]
