@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,10 +33,22 @@ def _images(cell) -> int:
     return sum(1 for o in cell.get("outputs", []) if "image/png" in o.get("data", {}))
 
 
-@pytest.fixture
-def executed(tmp_path, monkeypatch, tmp_path_factory):
+def _execute(tmp_path: Path) -> list:
+    """Run the notebook once with the environment set by `smoke_env`; its code cells, with outputs."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(
+        nb, kernel_name=KERNEL_NAME, timeout=600, resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+@pytest.fixture
+def smoke_env(tmp_path, monkeypatch, tmp_path_factory):
+    pytest.importorskip("nbformat")
+    pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel", reason="ipykernel is needed to run the notebook")
     spec_dir = tmp_path / "jupyter" / "kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True)
@@ -54,12 +67,12 @@ def executed(tmp_path, monkeypatch, tmp_path_factory):
     monkeypatch.setenv("MMSEARCH_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "smoke-cache"))
     monkeypatch.setenv("MMSEARCH_DEVICE", "cpu")
     monkeypatch.delenv("MMSEARCH_COLLECTION", raising=False)
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(
-        nb, kernel_name=KERNEL_NAME, timeout=600, resources={"metadata": {"path": str(tmp_path)}}
-    )
-    client.execute()
-    return [c for c in nb.cells if c.cell_type == "code"]
+    return tmp_path
+
+
+@pytest.fixture
+def executed(smoke_env):
+    return _execute(smoke_env)
 
 
 def test_notebook_is_committed_without_outputs():
@@ -84,3 +97,21 @@ def test_notebook_smoke_run_labels_itself_and_shows_every_step(executed):
         assert "[SMOKE: tiny random models]" in _texts(step[n])
     assert "Before -> after ranks:" in text
     assert "Timings (ms):" in text and "encode_ms" in text and "rerank_ms" in text
+
+
+def _step_text(cells, n: int) -> str:
+    return next((_texts(c) for c in cells if f"STEP {n} " in _texts(c)), "")
+
+
+def test_notebook_runs_twice_in_a_row_on_the_same_database(smoke_env):
+    """The second run re-indexes into the first run's collection (whose temp catalogue is gone) and still shows
+    every image; neither run leaves a folder behind in the working directory."""
+    before = set(Path(tempfile.gettempdir()).glob("mmsearch-demo-*"))
+    first = _execute(smoke_env)
+    second = _execute(smoke_env)
+    for cells in (first, second):
+        assert "indexed 18," in _step_text(cells, 1)
+        assert all(_images(c) == 1 for c in cells if any(f"STEP {n} " in _texts(c) for n in (2, 3, 4, 5)))
+        assert sum(1 for n in (2, 3, 4, 5) if _step_text(cells, n)) == 4
+    assert sorted(p.name for p in smoke_env.iterdir()) == ["jupyter", "milvus.db"]
+    assert set(Path(tempfile.gettempdir()).glob("mmsearch-demo-*")) == before
