@@ -109,7 +109,7 @@ def test_report_has_every_mode_metric_and_range(three_mode_report):
 def test_table_is_labelled_smoke_and_lists_each_mode(three_mode_report):
     table = three_mode_report.format_table()
     assert table.splitlines()[0].startswith("*** SMOKE MODE")
-    assert "rerank status (fused): ok 6, repaired 0, fallback 0, skipped 0" in table
+    assert "rerank status (fused): ok 6, repaired 0, degraded 0, fallback 0, skipped 0" in table
     for mode in MODES:
         assert f"\n{mode:<9} retrieval" in table
         assert f"\n{mode:<9} reranked" in table
@@ -126,7 +126,7 @@ def test_retrieval_order_reranker_has_zero_uplift(three_mode_report):
         assert mode.reranked == mode.retrieval
         for ci in mode.uplift.values():
             assert (ci["mean"], ci["low"], ci["high"]) == (0.0, 0.0, 0.0)
-        assert mode.rerank_status == {"ok": 6, "repaired": 0, "fallback": 0, "skipped": 0}
+        assert mode.rerank_status == {"ok": 6, "repaired": 0, "degraded": 0, "fallback": 0, "skipped": 0}
 
 
 def test_product_image_queried_as_itself_ranks_that_product_first(synthetic):
@@ -166,6 +166,7 @@ def test_rerank_status_counts_follow_the_reranker(synthetic):
     assert mode.rerank_status == {
         "ok": words["ok"],
         "repaired": words["repaired"],
+        "degraded": 0,
         "fallback": words["fallback"],
         "skipped": 0,
     }
