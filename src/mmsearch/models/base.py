@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 from PIL import Image
 
-from mmsearch.errors import InvalidQueryError, UnsupportedModeError
+from mmsearch.errors import InvalidImageError, InvalidQueryError, InvalidTextError, UnsupportedModeError
+from mmsearch.media.decode import ImageSource, open_image
 
 if TYPE_CHECKING:
     import torch
@@ -132,6 +133,30 @@ def check_image_sequence(images: object) -> None:
         )
 
 
+def decode_images(
+    images: Sequence[ImageSource], positions: Sequence[int], *, max_bytes: int, max_pixels: int
+) -> list[Image.Image]:
+    """Each source decoded under the byte and pixel bounds; an error names the caller's index (`positions`)."""
+    decoded = []
+    for pos, source in zip(positions, images, strict=True):
+        try:
+            decoded.append(open_image(source, max_bytes=max_bytes, max_pixels=max_pixels))
+        except InvalidImageError as e:
+            raise type(e)(f"images[{pos}]: {e.message}") from None
+    return decoded
+
+
+def check_texts(texts: Sequence[str], *, allow_empty: bool = False, empty_hint: str = "") -> None:
+    """A single str, a non-string item or (unless `allow_empty`) a blank text is a user error naming its index."""
+    if isinstance(texts, str):
+        raise InvalidTextError("texts must be a sequence of strings, got a single str; wrap it in a list")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidTextError(f"texts[{i}]: expected a string, got {type(text).__name__}")
+        if not allow_empty and not text.strip():
+            raise InvalidTextError(f"texts[{i}] is empty; expected non-blank text{empty_hint}")
+
+
 def chunks(n: int, size: int) -> Iterator[range]:
     for start in range(0, n, size):
         yield range(start, min(start + size, n))
@@ -151,6 +176,8 @@ __all__ = [
     "SameSpaceTitles",
     "TitleEncoder",
     "check_image_sequence",
+    "check_texts",
+    "decode_images",
     "chunks",
     "l2_normalize",
 ]

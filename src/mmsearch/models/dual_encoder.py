@@ -20,14 +20,20 @@ import torch
 
 from mmsearch.errors import (
     ConfigError,
-    InvalidImageError,
     InvalidQueryError,
-    InvalidTextError,
     ModelLoadError,
 )
 from mmsearch.limits import resolve_device, resolve_dtype
-from mmsearch.media.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageSource, open_image
-from mmsearch.models.base import DUAL_ENCODER_MODES, Encoder, check_image_sequence, chunks, l2_normalize
+from mmsearch.media.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageSource
+from mmsearch.models.base import (
+    DUAL_ENCODER_MODES,
+    Encoder,
+    check_image_sequence,
+    check_texts,
+    chunks,
+    decode_images,
+    l2_normalize,
+)
 from mmsearch.models.checkpoints import resolve_dir, state_dict_fingerprint
 from mmsearch.models.encoder import TextTruncatedWarning
 
@@ -176,26 +182,17 @@ class DualEncoder(Encoder):
         return self._preprocess(images, range(len(images)))
 
     def _preprocess(self, images: Sequence[ImageSource], positions: Sequence[int]) -> torch.Tensor:
-        decoded = []
-        for pos, source in zip(positions, images, strict=True):
-            try:
-                img = open_image(source, max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
-            except InvalidImageError as e:
-                raise type(e)(f"images[{pos}]: {e.message}") from None
-            decoded.append(img.convert("RGB"))
+        decoded = decode_images(
+            images, positions, max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels
+        )
+        decoded = [img.convert("RGB") for img in decoded]
         if not decoded:
             return torch.empty(0, 3, self.image_size, self.image_size)
         out = self.image_processor(images=decoded, return_tensors="pt")
         return out["pixel_values"].float()  # (n, 3, S, S)
 
     def _tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        if isinstance(texts, str):
-            raise InvalidTextError("texts must be a sequence of strings, got a single str; wrap it in a list")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise InvalidTextError(f"texts[{i}]: expected a string, got {type(text).__name__}")
-            if not text.strip():
-                raise InvalidTextError(f"texts[{i}] is empty; expected non-blank text")
+        check_texts(texts)
         with self._tokenizer_lock:
             lengths = [len(r) for r in self.tokenizer(list(texts), verbose=False)["input_ids"]]
             enc = self.tokenizer(

@@ -18,19 +18,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from mmsearch.config import ENCODER_VARIANTS
 from mmsearch.errors import (
     ConfigError,
-    InvalidImageError,
     InvalidQueryError,
     InvalidTextError,
     ModelLoadError,
 )
 from mmsearch.limits import resolve_device, resolve_dtype
-from mmsearch.media.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageSource, open_image
-from mmsearch.models.base import Encoder
+from mmsearch.media.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageSource
+from mmsearch.models.base import Encoder, check_image_sequence, check_texts, decode_images
 from mmsearch.models.bge_text import TextEncoderConfig
 from mmsearch.models.checkpoints import (
     load_state_dict_file,
@@ -176,30 +174,19 @@ class VisualizedBGEEncoder(Encoder):
     # ---- inputs -------------------------------------------------------------------------------------------
     def preprocess(self, images: Sequence[ImageSource]) -> torch.Tensor:
         """Decode (bounded, via `open_image`) and transform: (n, 3, S, S) float32 on CPU."""
-        _check_image_sequence(images)
+        check_image_sequence(images)
         return self._preprocess(images, range(len(images)))
 
     def _preprocess(self, images: Sequence[ImageSource], positions: Sequence[int]) -> torch.Tensor:
         # `positions` are the caller's indices, so an error names the input the user passed.
-        decoded = []
-        for pos, source in zip(positions, images, strict=True):
-            try:
-                decoded.append(
-                    open_image(source, max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
-                )
-            except InvalidImageError as e:
-                raise type(e)(f"images[{pos}]: {e.message}") from None
+        decoded = decode_images(
+            images, positions, max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels
+        )
         return pixels_batch(decoded, self.image_size)
 
     def _tokenize(self, texts: Sequence[str], window: int, *, allow_empty: bool = False) -> list[list[int]]:
         """Token ids with specials, each cut to `window` tokens (keeping the last special token) with a warning."""
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise InvalidTextError(f"texts[{i}]: expected a string, got {type(text).__name__}")
-            if not allow_empty and not text.strip():
-                raise InvalidTextError(
-                    f"texts[{i}] is empty; expected non-blank text (use encode_images for images alone)"
-                )
+        check_texts(texts, allow_empty=allow_empty, empty_hint=" (use encode_images for images alone)")
         with self._tokenizer_lock:
             ids = self.tokenizer(list(texts), add_special_tokens=True, verbose=False)["input_ids"]
         out = []
@@ -250,7 +237,7 @@ class VisualizedBGEEncoder(Encoder):
     def encode_images(self, images: Sequence[ImageSource]) -> np.ndarray:
         """Paths, bytes or PIL images -> (n, dim). Decoding happens one batch at a time to bound memory, the next
         batch on a worker thread while the model runs the current one."""
-        _check_image_sequence(images)
+        check_image_sequence(images)
         out = [self.encode_pixels(pixels) for pixels in self._preprocessed_batches(images)]
         return np.concatenate(out) if out else self._empty()
 
@@ -289,7 +276,7 @@ class VisualizedBGEEncoder(Encoder):
         """(image, instruction) pairs -> (n, dim): the composed-query embedding."""
         if isinstance(texts, str):
             raise InvalidTextError("texts must be a sequence of strings, got a single str; wrap it in a list")
-        _check_image_sequence(images)
+        check_image_sequence(images)
         if len(images) != len(texts):
             raise InvalidQueryError(
                 f"got {len(images)} images and {len(texts)} texts; expected one text per image"
@@ -307,14 +294,6 @@ class VisualizedBGEEncoder(Encoder):
                 ids, mask = self._pad([rows[i] for i in members])
                 result[members] = self.model.encode_multimodal(pixels, ids, mask).cpu().numpy()
         return result
-
-
-def _check_image_sequence(images: object) -> None:
-    # A lone path/bytes/image is a sequence-like trap: a str would be iterated character by character.
-    if isinstance(images, str | bytes | bytearray | memoryview | os.PathLike | Image.Image):
-        raise InvalidQueryError(
-            f"images must be a sequence of images, got a single {type(images).__name__}; wrap it in a list"
-        )
 
 
 def _read_text_config(text_dir: Path, variant: str) -> TextEncoderConfig:
