@@ -15,6 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mmsearch.pipelines.ray_cluster import LOOPBACK_ENV
+
+# Any local Ray cluster a test starts (the fixture below, subprocess `mmsearch index --engine ray` runs) stays on
+# 127.0.0.1: Ray reads this when it is first imported, so it is set before any test module imports it.
+for _key, _value in LOOPBACK_ENV.items():
+    os.environ.setdefault(_key, _value)
+
 # =====================================================================================================
 # Milvus
 #
@@ -298,8 +305,9 @@ def unit_vectors() -> Callable[..., np.ndarray]:
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[str]:
     """The GCS address of a local Ray cluster; this process is connected to it as a driver."""
-    ray = pytest.importorskip("ray", reason="the Ray engine tests need `pip install mmsearch[ray]`")
     import logging
+
+    ray = pytest.importorskip("ray", reason="the Ray engine tests need `pip install mmsearch[ray]`")
 
     if not ray.is_initialized():
         ray.init(
@@ -310,6 +318,7 @@ def ray_cluster() -> Iterator[str]:
             log_to_driver=False,
         )
     address = ray.get_runtime_context().gcs_address
+    assert address.startswith("127.0.0.1:"), f"the test cluster must stay on loopback, got {address}"
     try:
         yield address
     finally:

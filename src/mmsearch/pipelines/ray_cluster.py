@@ -80,14 +80,22 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
+# Ray turns `_node_ip_address="127.0.0.1"` into the host's routable address on Linux; with this variable unset to 0
+# it keeps a local cluster on loopback (its desktop default). Read when ray is imported, so set it before that.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
 def connect(options: RayOptions) -> bool:
     """Connect to (or start) a Ray cluster; True when this call started it (the caller shuts it down)."""
+    address = options.address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        for key, value in LOOPBACK_ENV.items():
+            os.environ.setdefault(key, value)
     import ray
 
     if ray.is_initialized():
         return False  # a caller (a test session, a notebook) already connected
     # Inside a Ray job (a KubeRay RayJob's entrypoint) RAY_ADDRESS names the cluster to join.
-    address = options.address or os.environ.get("RAY_ADDRESS")
     if address:
         _check_reachable(address)
         try:
@@ -104,4 +112,4 @@ def connect(options: RayOptions) -> bool:
     return True
 
 
-__all__ = ["WRITE_MODES", "RayOptions", "connect"]
+__all__ = ["LOOPBACK_ENV", "WRITE_MODES", "RayOptions", "connect"]
