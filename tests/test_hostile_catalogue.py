@@ -44,12 +44,13 @@ def hostile(tmp_path_factory):
     """The catalogue, its image server, and the results of two runs (the second must add nothing)."""
     base = tmp_path_factory.mktemp("hostile")
     cache = tmp_path_factory.mktemp("cache")
-    with serve_images(slow_s=3.0) as server:
+    # The slow route outlasts the fetch timeout by 3 s; good loopback fetches keep 3 s of headroom on a loaded CI box.
+    with serve_images(slow_s=6.0) as server:
         cat = build_hostile_catalogue(base / "catalogue", server, base / "outside")
         env = {
             **os.environ,
             "MMSEARCH_CACHE_DIR": str(cache),
-            "MMSEARCH_FETCH_TIMEOUT_S": "1",
+            "MMSEARCH_FETCH_TIMEOUT_S": "3",
             "MMSEARCH_FETCH_RETRIES": "0",
             "CANARY_DIR": str(cat.canary.parent),
             "CANARY_LOG": str(base / "canary.log"),
